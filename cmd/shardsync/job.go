@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/spf13/pflag"
+
+	"github.com/shardsync/shardsync/change"
+	"github.com/shardsync/shardsync/doris"
+	"github.com/shardsync/shardsync/ledger"
+	"github.com/shardsync/shardsync/merge"
+	"github.com/shardsync/shardsync/twopc"
+)
+
+// Environment variables that carry secrets. Secrets are never taken from
+// argv (where `ps` shows them) and never printed.
+const (
+	envMySQLPassword = "SHARDSYNC_MYSQL_PASSWORD"
+	envDorisPassword = "SHARDSYNC_DORIS_PASSWORD"
+)
+
+// jobOptions is everything a job run needs, as the user gave it.
+type jobOptions struct {
+	sources, tables, target string
+	sinks                   string
+
+	mysqlAddr, mysqlUser, mysqlPasswordFile string
+	serverID                                uint32
+	chunkSize, readers                      int
+
+	dorisFE, dorisBE, dorisUser, dorisPasswordFile, dorisQuery string
+	buckets, replication                                       int
+
+	ledgerPath, labelPrefix string
+	checkpointInterval      time.Duration
+	maxEpochRows            int
+
+	logFormat, logLevel string
+}
+
+func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.sources, "sources", "", "database regex of the shards (RE2, whole name), e.g. 'emp_[0-9]+'; or Flink CDC's 'db.table' form, comma-separated")
+	fs.StringVar(&o.tables, "tables", "", "table regex of the shards (RE2, whole name), e.g. 'employees_[0-9]+'; default: every table")
+	fs.StringVar(&o.target, "target", "", "merged target table db.table; default: one target per table name with its shard number stripped, in a database named after the --sources prefix")
+	fs.StringVar(&o.sinks, "sink", "doris", "where the merged rows go: doris")
+	fs.StringVar(&o.mysqlAddr, "mysql", "127.0.0.1:3306", "source MySQL/MariaDB host:port")
+	fs.StringVar(&o.mysqlUser, "mysql-user", "root", "source user (needs SELECT, REPLICATION SLAVE, REPLICATION CLIENT); password from $"+envMySQLPassword+" or --mysql-password-file")
+	fs.StringVar(&o.mysqlPasswordFile, "mysql-password-file", "", "file holding the source password")
+	fs.Uint32Var(&o.serverID, "server-id", 5400, "replica server id for reading the binlog; unique among the source's replicas")
+	fs.IntVar(&o.chunkSize, "chunk-size", 8096, "rows per snapshot chunk")
+	fs.IntVar(&o.readers, "readers", 0, "tables snapshotted in parallel (default: one per CPU)")
+	fs.StringVar(&o.dorisFE, "doris-fe", "127.0.0.1:8030", "Doris FE HTTP host:port[,host:port]")
+	fs.StringVar(&o.dorisBE, "doris-be", "", "Doris BE HTTP host:port[,host:port] to load into directly (default: ask the FE)")
+	fs.StringVar(&o.dorisUser, "doris-user", "root", "Doris user; password from $"+envDorisPassword+" or --doris-password-file")
+	fs.StringVar(&o.dorisPasswordFile, "doris-password-file", "", "file holding the Doris password")
+	fs.StringVar(&o.dorisQuery, "doris-query", "", "Doris FE MySQL-protocol host:port (9030) for creating and altering targets; without it the targets must exist")
+	fs.IntVar(&o.buckets, "doris-buckets", 10, "buckets of created Doris tables (0: BUCKETS AUTO)")
+	fs.IntVar(&o.replication, "doris-replication", 0, "replication_num of created Doris tables (0: cluster default)")
+	fs.StringVar(&o.ledgerPath, "ledger", "", "ledger file (default: <label-prefix>.ledger in the current directory)")
+	fs.StringVar(&o.labelPrefix, "label-prefix", "", "Stream Load label prefix, unique per job (default: derived from the source, patterns and target)")
+	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
+	fs.IntVar(&o.maxEpochRows, "max-epoch-rows", 500_000, "close an epoch early once it holds this many rows")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// newLogger builds the job's logger on w.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("--log-format %q: use text or json", format)
+}
+
+// secret reads a password from a file flag or an environment variable.
+func secret(file, env, what string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", usagef("reading the %s password file: %v", what, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return os.Getenv(env), nil
+}
+
+// job is a validated, wired job.
+type job struct {
+	opts     jobOptions
+	log      *slog.Logger
+	out      io.Writer
+	pats     []pattern
+	target   *change.TableID
+	mysqlPW  string
+	dorisCfg doris.Config
+	coordCfg twopc.Config
+	prefix   string
+	ledger   string
+}
+
+// defaultPrefix derives a stable label prefix from what identifies the job.
+func defaultPrefix(o jobOptions) string {
+	h := sha256.Sum256([]byte(strings.Join([]string{o.mysqlAddr, o.sources, o.tables, o.target}, "\x00")))
+	return "shardsync_" + hex.EncodeToString(h[:])[:10]
+}
+
+// prepare validates everything that can be checked without a network.
+func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
+	j := &job{opts: o, log: log, out: out}
+	var err error
+	if j.pats, err = parsePatterns(o.sources, o.tables); err != nil {
+		return nil, err
+	}
+	if j.target, err = parseTarget(o.target); err != nil {
+		return nil, err
+	}
+	sinks := strings.Split(o.sinks, ",")
+	for _, s := range sinks {
+		if strings.TrimSpace(s) != "doris" {
+			return nil, usagef("--sink %q: the supported sink is doris", s)
+		}
+	}
+	if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
+		return nil, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr)
+	}
+	if o.serverID == 0 {
+		return nil, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas")
+	}
+	if j.mysqlPW, err = secret(o.mysqlPasswordFile, envMySQLPassword, "MySQL"); err != nil {
+		return nil, err
+	}
+	j.prefix = o.labelPrefix
+	if j.prefix == "" {
+		j.prefix = defaultPrefix(o)
+	}
+	j.ledger = o.ledgerPath
+	if j.ledger == "" {
+		j.ledger = j.prefix + ".ledger"
+	}
+
+	dc := doris.DefaultConfig()
+	dc.FENodes = splitList(o.dorisFE)
+	dc.BENodes = splitList(o.dorisBE)
+	dc.User = o.dorisUser
+	if dc.Password, err = secret(o.dorisPasswordFile, envDorisPassword, "Doris"); err != nil {
+		return nil, err
+	}
+	dc.QueryAddr = o.dorisQuery
+	dc.LabelPrefix = j.prefix
+	dc.Buckets, dc.Replication = o.buckets, o.replication
+	if err := dc.Validate(); err != nil {
+		return nil, usageError{fmt.Errorf("%w (flags --doris-*, --label-prefix)", err)}
+	}
+	j.dorisCfg = dc
+
+	cc := twopc.DefaultConfig()
+	cc.CheckpointInterval = o.checkpointInterval
+	cc.MaxEpochRows = o.maxEpochRows
+	if err := cc.Validate(); err != nil {
+		return nil, usageError{fmt.Errorf("%w (flags --checkpoint-interval, --max-epoch-rows)", err)}
+	}
+	j.coordCfg = cc
+	return j, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// discover lists the source's tables and plans the routes.
+func (j *job) discover(ctx context.Context) ([]targetRoute, error) {
+	c, err := dialSource(ctx, j.opts.mysqlAddr, j.opts.mysqlUser, j.mysqlPW)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	r, err := c.Execute("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' " +
+		"AND TABLE_SCHEMA NOT IN ('mysql','information_schema','performance_schema','sys') ORDER BY 1, 2")
+	if err != nil {
+		return nil, fmt.Errorf("listing the source's tables: %w", err)
+	}
+	defer r.Close()
+	var all []change.TableID
+	for i := range r.Values {
+		db, _ := r.GetString(i, 0)
+		t, _ := r.GetString(i, 1)
+		all = append(all, change.TableID{Database: db, Table: t})
+	}
+	routes, err := planRoutes(j.pats, j.target, all)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for _, rt := range routes {
+		n += len(rt.shards)
+	}
+	if n == 0 {
+		dbs := map[string]bool{}
+		for _, t := range all {
+			dbs[t.Database] = true
+		}
+		names := make([]string, 0, len(dbs))
+		for d := range dbs {
+			names = append(names, d)
+		}
+		slices.Sort(names)
+		return nil, usagef("no table on %s matches --sources %q --tables %q (patterns match whole names, RE2 syntax; databases there: %s)",
+			j.opts.mysqlAddr, j.opts.sources, j.opts.tables, strings.Join(names, ", "))
+	}
+	return routes, nil
+}
+
+// dialSource connects to the source with a bounded wait and an error that
+// says which flag to fix. The password never appears in it.
+func dialSource(ctx context.Context, addr, user, password string) (*client.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := &net.Dialer{}
+	c, err := client.ConnectWithDialer(dctx, "tcp", addr, user, password, "", d.DialContext)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("connecting to the source %s as %q: %v (check --mysql, --mysql-user and $%s)", addr, user, err, envMySQLPassword)}
+	}
+	return c, nil
+}
+
+// run runs the job until ctx is cancelled: recover, open the source at the
+// resume position, stream epochs; on a restartable error (a rewind, a lost
+// source connection after retries) it starts over from recovery.
+func (j *job) run(ctx context.Context) error {
+	routes, err := j.discover(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(j.out, "shardsync: label prefix %s, ledger %s\nshardsync: shards → targets:\n%s", j.prefix, j.ledger, indent(describeRoutes(routes)))
+
+	led, err := ledger.Open(j.ledger, ledger.Options{})
+	if err != nil {
+		return err
+	}
+	defer led.Close()
+
+	sink, err := doris.New(j.dorisCfg, j.log)
+	if err != nil {
+		return usageError{err}
+	}
+	defer sink.Close()
+	sinks := []twopc.Sink{sink}
+
+	mcfg := merge.DefaultConfig()
+	mcfg.Addr, mcfg.User, mcfg.Password, mcfg.ServerID = j.opts.mysqlAddr, j.opts.mysqlUser, j.mysqlPW, j.opts.serverID
+	mcfg.ChunkSize = j.opts.chunkSize
+	if j.opts.readers > 0 {
+		mcfg.Readers = j.opts.readers
+	}
+	for _, rt := range routes {
+		mcfg.Routes = append(mcfg.Routes, merge.Route{Databases: rt.db, Tables: rt.table, Target: rt.target})
+	}
+	if err := mcfg.Validate(); err != nil {
+		return usageError{err}
+	}
+
+	backoff := time.Second
+	for {
+		token, err := twopc.Recover(ctx, led, sinks, j.log)
+		if err != nil {
+			var doubt *twopc.InDoubtError
+			if errors.As(err, &doubt) {
+				return inDoubtError{err}
+			}
+			return fmt.Errorf("recovering from ledger %s: %w", j.ledger, err)
+		}
+		src, err := merge.Open(ctx, mcfg, token, j.log.With("part", "source"))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		coord, err := twopc.New(j.coordCfg, led, sinks, j.log.With("part", "twopc"))
+		if err != nil {
+			src.Close()
+			return err
+		}
+		err = coord.Run(ctx, src)
+		src.Close()
+		switch {
+		case err == nil || ctx.Err() != nil && errors.Is(err, context.Canceled):
+			return nil
+		case errors.Is(err, twopc.ErrRestart):
+			j.log.Warn("restarting from the last committed position", "err", err, "after", backoff)
+		default:
+			var doubt *twopc.InDoubtError
+			if errors.As(err, &doubt) {
+				return inDoubtError{err}
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if l != "" {
+			b.WriteString("  " + l)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package doris_test
+
+const raceEnabled = true

@@ -1,0 +1,615 @@
+package merge
+
+// Binlog following.
+//
+// One go-mysql BinlogSyncer reads the server's binlog from the token's
+// position (GTID on MariaDB and on MySQL with GTIDs, file/offset
+// otherwise) with DisableRetrySync: go-mysql's own reconnect resumes from the
+// last *event*, possibly mid-transaction. Instead, on any connection error
+// the reader reconnects itself from the last transaction boundary it
+// passed, with exponential backoff, and skips the row images of the
+// interrupted transaction that it had already emitted (a transaction is
+// streamed in EventRows batches, not collected, so part of it may be out).
+// Heartbeats (Config.Heartbeat) keep an idle connection observable:
+// ReadTimeout without any event, heartbeat included, is a dead connection.
+//
+// Positions are taken only at boundaries: after XID, after a COMMIT query
+// (non-transactional tables), and after a DDL statement (its own
+// transaction on MariaDB and MySQL).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/google/uuid"
+
+	"github.com/shardsync/shardsync/change"
+)
+
+type binlogReader struct {
+	s      *Source
+	syncer *replication.BinlogSyncer
+	st     *replication.BinlogStreamer
+	file   string // file of the events being read
+
+	// the current transaction
+	inTxn      bool
+	txnGTID    string // "domain-server-seq" or "uuid:gno"
+	txnDomain  uint32
+	emitted    int64 // row images of this transaction already emitted
+	skip       int64 // row images to skip after a reconnect mid-transaction
+	skipGTID   string
+	skipPos    binPos
+	txnStart   binPos
+	batch      []change.Row
+	txnTime    time.Time
+	standalone bool
+
+	mariaGTID map[uint32]string
+	mysqlGTID mysql.GTIDSet
+
+	tmCache      map[*replication.TableMapEvent]*shard
+	lastProgress time.Time
+	unreported   bool // boundaries passed since the last token emitted
+	meta         *client.Conn
+}
+
+func (s *Source) runBinlog(ctx context.Context) error {
+	r := &binlogReader{s: s, tmCache: map[*replication.TableMapEvent]*shard{}, lastProgress: time.Now()}
+	defer r.close()
+	if err := r.initGTID(); err != nil {
+		return err
+	}
+	attempt := 0
+	backoff := s.sh.cfg.RetryBackoff
+	for {
+		err := r.connect(ctx)
+		if err == nil {
+			err = r.loop(ctx, &attempt)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if terr := classifyStreamError(err, r.s.state.Pos.String()); terr != nil {
+			return terr
+		}
+		var fatal *fatalError
+		if errors.As(err, &fatal) {
+			return fatal.err
+		}
+		if attempt >= s.sh.cfg.ConnectRetries {
+			return fmt.Errorf("%w: reading the binlog of %s from %s failed %d times: %w", ErrConnect, s.sh.cfg.Addr, r.s.state.Pos, attempt+1, err)
+		}
+		attempt++
+		s.sh.log.Warn("binlog connection lost; reconnecting from the last transaction boundary", "pos", r.s.state.Pos.String(), "attempt", attempt, "backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// fatalError ends the stream without a reconnect.
+type fatalError struct{ err error }
+
+func (f *fatalError) Error() string { return f.err.Error() }
+func (f *fatalError) Unwrap() error { return f.err }
+
+func fatal(err error) error { return &fatalError{err} }
+
+func (r *binlogReader) close() {
+	if r.syncer != nil {
+		r.syncer.Close()
+		r.syncer = nil
+	}
+	if r.meta != nil {
+		_ = r.meta.Close()
+		r.meta = nil
+	}
+}
+
+func (r *binlogReader) initGTID() error {
+	pos := r.s.state.Pos
+	if pos.GTID == "" {
+		return nil
+	}
+	if r.s.flavor == mysql.MariaDBFlavor {
+		r.mariaGTID = map[uint32]string{}
+		for g := range strings.SplitSeq(pos.GTID, ",") {
+			g = strings.TrimSpace(g)
+			if g == "" {
+				continue
+			}
+			d, _, _ := strings.Cut(g, "-")
+			n, err := strconv.ParseUint(d, 10, 32)
+			if err != nil {
+				return fmt.Errorf("%w: GTID position %q: %w", ErrBadToken, pos.GTID, err)
+			}
+			r.mariaGTID[uint32(n)] = g
+		}
+		return nil
+	}
+	gs, err := mysql.ParseMysqlGTIDSet(pos.GTID)
+	if err != nil {
+		return fmt.Errorf("%w: GTID set %q: %w", ErrBadToken, pos.GTID, err)
+	}
+	r.mysqlGTID = gs
+	return nil
+}
+
+func (r *binlogReader) gtidString() string {
+	if r.mariaGTID != nil {
+		doms := make([]uint32, 0, len(r.mariaGTID))
+		for d := range r.mariaGTID {
+			doms = append(doms, d)
+		}
+		slices.Sort(doms)
+		parts := make([]string, len(doms))
+		for i, d := range doms {
+			parts[i] = r.mariaGTID[d]
+		}
+		return strings.Join(parts, ",")
+	}
+	if r.mysqlGTID != nil {
+		return r.mysqlGTID.String()
+	}
+	return ""
+}
+
+func (r *binlogReader) connect(ctx context.Context) error {
+	if r.syncer != nil {
+		r.syncer.Close()
+	}
+	// A reconnect mid-transaction: the transaction comes again from its
+	// start; skip what was already emitted.
+	if r.inTxn && r.emitted > 0 {
+		r.skip, r.skipGTID, r.skipPos = r.emitted, r.txnGTID, r.txnStart
+	}
+	r.inTxn, r.emitted, r.batch = false, 0, nil
+	clear(r.tmCache)
+
+	cfg := r.s.sh.cfg
+	host, port, err := splitAddr(cfg.Addr)
+	if err != nil {
+		return fatal(err)
+	}
+	r.syncer = replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
+		ServerID:                cfg.ServerID,
+		Flavor:                  r.s.flavor,
+		Host:                    host,
+		Port:                    port,
+		User:                    cfg.User,
+		Password:                cfg.Password,
+		UseDecimal:              true,
+		TimestampStringLocation: time.UTC,
+		HeartbeatPeriod:         cfg.Heartbeat,
+		ReadTimeout:             cfg.ReadTimeout,
+		DisableRetrySync:        true,
+		Logger:                  r.s.sh.log.With("component", "go-mysql"),
+		EventCacheCount:         256,
+	})
+	pos := r.s.state.Pos
+	r.file = pos.File
+	switch {
+	case pos.GTID != "" && r.s.flavor == mysql.MariaDBFlavor:
+		gs, err := mysql.ParseMariadbGTIDSet(pos.GTID)
+		if err != nil {
+			return fatal(fmt.Errorf("%w: GTID position %q: %w", ErrBadToken, pos.GTID, err))
+		}
+		r.st, err = r.syncer.StartSyncGTID(gs)
+		if err != nil {
+			return fmt.Errorf("starting the binlog stream at GTID %s: %w", pos.GTID, err)
+		}
+	case pos.GTID != "":
+		r.st, err = r.syncer.StartSyncGTID(r.mysqlGTID.Clone())
+		if err != nil {
+			return fmt.Errorf("starting the binlog stream at GTID set %s: %w", pos.GTID, err)
+		}
+	default:
+		r.st, err = r.syncer.StartSync(mysql.Position{Name: pos.File, Pos: pos.Pos})
+		if err != nil {
+			return fmt.Errorf("starting the binlog stream at %s:%d: %w", pos.File, pos.Pos, err)
+		}
+	}
+	return nil
+}
+
+func (r *binlogReader) loop(ctx context.Context, attempt *int) error {
+	for {
+		ev, err := r.st.GetEvent(ctx)
+		if err != nil {
+			return err
+		}
+		*attempt = 0
+		if err := r.handle(ctx, ev); err != nil {
+			return err
+		}
+	}
+}
+
+func (r *binlogReader) handle(ctx context.Context, ev *replication.BinlogEvent) error {
+	h := ev.Header
+	switch e := ev.Event.(type) {
+	case *replication.RotateEvent:
+		r.file = string(e.NextLogName)
+	case *replication.MariadbGTIDEvent:
+		r.begin(fmt.Sprintf("%d-%d-%d", e.GTID.DomainID, e.GTID.ServerID, e.GTID.SequenceNumber), e.GTID.DomainID, e.IsStandalone(), h)
+	case *replication.GTIDEvent:
+		g := ""
+		if u, err := uuid.FromBytes(e.SID); err == nil && u != uuid.Nil {
+			g = fmt.Sprintf("%s:%d", u, e.GNO)
+		}
+		r.begin(g, 0, false, h)
+	case *replication.QueryEvent:
+		q := strings.TrimSpace(string(e.Query))
+		switch {
+		case strings.EqualFold(q, "BEGIN"):
+			if !r.inTxn {
+				r.begin("", 0, false, h)
+			}
+		case strings.EqualFold(q, "COMMIT"), strings.EqualFold(q, "ROLLBACK"):
+			return r.commit(ctx, h)
+		case hasPrefixFold(q, "SAVEPOINT"), hasPrefixFold(q, "ROLLBACK TO"), hasPrefixFold(q, "RELEASE SAVEPOINT"):
+		default:
+			if err := r.ddl(ctx, string(e.Schema), q); err != nil {
+				return err
+			}
+			// DDL is its own transaction (MariaDB marks it standalone);
+			// any other statement inside a transaction is not a boundary.
+			if !r.inTxn || r.standalone || r.s.flavor != mysql.MariaDBFlavor {
+				return r.commit(ctx, h)
+			}
+		}
+	case *replication.TableMapEvent:
+		// decoded lazily with the rows that use it
+	case *replication.RowsEvent:
+		return r.rows(ctx, h, e)
+	case *replication.XIDEvent:
+		return r.commit(ctx, h)
+	case *replication.HeartbeatEvent:
+		if !r.inTxn {
+			return r.progress(ctx, true)
+		}
+	}
+	return nil
+}
+
+func hasPrefixFold(s, p string) bool { return len(s) >= len(p) && strings.EqualFold(s[:len(p)], p) }
+
+func (r *binlogReader) begin(gtid string, domain uint32, standalone bool, h *replication.EventHeader) {
+	r.inTxn, r.txnGTID, r.txnDomain, r.standalone = true, gtid, domain, standalone
+	r.emitted, r.batch = 0, nil
+	r.txnStart = binPos{File: r.file, Pos: h.LogPos - h.EventSize}
+	r.txnTime = time.Unix(int64(h.Timestamp), 0).UTC()
+	if r.skip > 0 && !(gtid == r.skipGTID && (gtid != "" || r.txnStart == r.skipPos)) {
+		r.skip = 0 // not the interrupted transaction (it must have been rolled back)
+	}
+}
+
+func (r *binlogReader) flush(ctx context.Context) error {
+	if len(r.batch) == 0 {
+		return nil
+	}
+	rows := r.batch
+	r.batch = nil
+	r.emitted += int64(len(rows))
+	return r.s.emit(ctx, change.Event{Kind: change.EventRows, Rows: rows, Time: r.txnTime})
+}
+
+func (r *binlogReader) commit(ctx context.Context, h *replication.EventHeader) error {
+	if err := r.flush(ctx); err != nil {
+		return err
+	}
+	if r.txnGTID != "" {
+		if r.mariaGTID != nil || (r.s.flavor == mysql.MariaDBFlavor && r.mysqlGTID == nil) {
+			if r.mariaGTID == nil {
+				r.mariaGTID = map[uint32]string{}
+			}
+			r.mariaGTID[r.txnDomain] = r.txnGTID
+		} else if r.mysqlGTID != nil {
+			if err := r.mysqlGTID.Update(r.txnGTID); err != nil {
+				return fatal(fmt.Errorf("tracking GTID %s: %w", r.txnGTID, err))
+			}
+		}
+	}
+	hadRows := r.emitted > 0
+	r.inTxn, r.emitted, r.skip, r.txnGTID = false, 0, 0, ""
+	st := r.s.state
+	st.Pos = binPos{File: r.file, Pos: h.LogPos, GTID: r.gtidString()}
+	// Tables whose every chunk watermark is behind us are pure binlog now.
+	if len(st.Tables) > 0 {
+		kept := st.Tables[:0]
+		for _, t := range st.Tables {
+			if compareFilePos(st.Pos.File, st.Pos.Pos, t.maxHW.File, t.maxHW.Pos) < 0 {
+				kept = append(kept, t)
+			} else {
+				delete(r.s.filter, t.id())
+				r.s.enc.dirty = true
+			}
+		}
+		clear(st.Tables[len(kept):])
+		st.Tables = kept
+	}
+	if hadRows {
+		r.unreported = false
+		r.lastProgress = time.Now()
+		return r.s.emit(ctx, change.Event{Kind: change.EventCommit, Token: r.s.enc.encode(st), Time: r.txnTime})
+	}
+	r.unreported = true
+	return r.progress(ctx, false)
+}
+
+// progress emits the current boundary token when transactions were skipped
+// (at most once a second) or on a heartbeat.
+func (r *binlogReader) progress(ctx context.Context, heartbeat bool) error {
+	if !heartbeat && time.Since(r.lastProgress) < time.Second {
+		return nil
+	}
+	r.unreported = false
+	r.lastProgress = time.Now()
+	return r.s.emit(ctx, change.Event{Kind: change.EventProgress, Token: r.s.enc.encode(r.s.state)})
+}
+
+func rowOp(t replication.EventType) change.Op {
+	switch t {
+	case replication.WRITE_ROWS_EVENTv0, replication.WRITE_ROWS_EVENTv1, replication.WRITE_ROWS_EVENTv2, replication.MARIADB_WRITE_ROWS_COMPRESSED_EVENT_V1:
+		return change.Insert
+	case replication.UPDATE_ROWS_EVENTv0, replication.UPDATE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv2, replication.MARIADB_UPDATE_ROWS_COMPRESSED_EVENT_V1, replication.PARTIAL_UPDATE_ROWS_EVENT:
+		return change.Update
+	case replication.DELETE_ROWS_EVENTv0, replication.DELETE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv2, replication.MARIADB_DELETE_ROWS_COMPRESSED_EVENT_V1:
+		return change.Delete
+	}
+	return 0
+}
+
+// shardFor returns the shard of a table map, checking (once per table map)
+// that the shard's known schema matches it and applying a schema change
+// when it does not.
+func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEvent) (*shard, error) {
+	if sh, ok := r.tmCache[tm]; ok {
+		return sh, nil
+	}
+	id := change.TableID{Database: string(tm.Schema), Table: string(tm.Table)}
+	sh := r.s.shards[id]
+	ri := routeOf(r.s.sh.cfg.Routes, id)
+	if sh == nil && ri < 0 {
+		r.tmCache[tm] = nil
+		return nil, nil
+	}
+	cols, key, err := colsFromTableMap(tm, r.s.cs)
+	if err != nil {
+		return nil, fatal(err)
+	}
+	if sh == nil {
+		// A matching table we did not see created (e.g. created by a
+		// statement we do not parse): register it from its table map.
+		if r.emitted > 0 || len(r.batch) > 0 {
+			return nil, fatal(fmt.Errorf("%w: rows for the new shard %s arrived inside a transaction that already changed other shards; its schema cannot be announced between transactions", ErrIncompatibleSchema, id))
+		}
+		sh, err = r.s.addShard(ctx, id, ri, cols, key, "(first binlog rows of "+id.String()+")")
+		if err != nil {
+			return nil, fatal(err)
+		}
+	} else if !sameCols(sh.cols, cols) {
+		if r.emitted > 0 || len(r.batch) > 0 {
+			return nil, fatal(fmt.Errorf("%w: the schema of shard %s changed (last DDL: %s) but the change was first seen inside a transaction that already changed other shards", ErrIncompatibleSchema, id, sh.lastDDL))
+		}
+		if err := r.s.changeShard(ctx, sh, cols, key, sh.lastDDL); err != nil {
+			return nil, fatal(err)
+		}
+	}
+	r.tmCache[tm] = sh
+	return sh, nil
+}
+
+func sameCols(a, b []shardCol) bool {
+	return slices.EqualFunc(a, b, func(x, y shardCol) bool { return x.name == y.name && x.typ.equal(y.typ) })
+}
+
+func (r *binlogReader) rows(ctx context.Context, h *replication.EventHeader, e *replication.RowsEvent) error {
+	sh, err := r.shardFor(ctx, e.Table)
+	if err != nil || sh == nil {
+		return err
+	}
+	op := rowOp(h.EventType)
+	if op == 0 {
+		return fatal(fmt.Errorf("binlog event %s for %s is not supported", h.EventType, sh.id))
+	}
+	filter := r.s.filter[sh.id]
+	step := 1
+	if op == change.Update {
+		step = 2
+	}
+	for i := 0; i+step <= len(e.Rows); i += step {
+		var before, after []change.Value
+		switch op {
+		case change.Insert:
+			if after, err = r.values(sh, e.Rows[i]); err != nil {
+				return err
+			}
+		case change.Delete:
+			if before, err = r.values(sh, e.Rows[i]); err != nil {
+				return err
+			}
+		case change.Update:
+			if before, err = r.values(sh, e.Rows[i]); err != nil {
+				return err
+			}
+			if after, err = r.values(sh, e.Rows[i+1]); err != nil {
+				return err
+			}
+		}
+		rowOp := op
+		if filter != nil {
+			var keepB, keepA bool
+			if before != nil {
+				keepB = filter.emitAt(filterKey(sh, before, filter.KeyKinds), r.file, h.LogPos)
+			}
+			if after != nil {
+				keepA = filter.emitAt(filterKey(sh, after, filter.KeyKinds), r.file, h.LogPos)
+			}
+			switch {
+			case op == change.Update && keepB && !keepA:
+				rowOp, after = change.Delete, nil
+			case op == change.Update && !keepB && keepA:
+				rowOp, before = change.Insert, nil
+			case !keepB && !keepA:
+				continue
+			}
+		}
+		if r.skip > 0 {
+			r.skip--
+			continue
+		}
+		row := change.Row{Op: rowOp, Target: sh.target.id, Source: sh.id}
+		if before != nil {
+			row.Before = r.s.targetRow(sh, before)
+		}
+		if after != nil {
+			row.After = r.s.targetRow(sh, after)
+		}
+		r.batch = append(r.batch, row)
+		if len(r.batch) >= r.s.sh.cfg.BatchRows {
+			if err := r.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (r *binlogReader) values(sh *shard, raw []any) ([]change.Value, error) {
+	if len(raw) != len(sh.cols) {
+		return nil, fatal(fmt.Errorf("binlog row of %s has %d columns, the shard has %d: binlog_row_image must be FULL", sh.id, len(raw), len(sh.cols)))
+	}
+	out := make([]change.Value, len(raw))
+	for i, v := range raw {
+		cv, err := binlogValue(v, sh.cols[i].typ)
+		if err != nil {
+			return nil, fatal(fmt.Errorf("binlog row of %s column %s: %w", sh.id, sh.cols[i].name, err))
+		}
+		out[i] = cv
+	}
+	return out, nil
+}
+
+// filterKey extracts a row's key in the kinds the snapshot recorded.
+func filterKey(sh *shard, vals []change.Value, kinds []change.Kind) []change.Value {
+	if len(sh.key) == 0 || len(kinds) != len(sh.key) {
+		return nil
+	}
+	key := make([]change.Value, len(sh.key))
+	for i, k := range sh.key {
+		for j, c := range sh.cols {
+			if c.name == k {
+				v := vals[j]
+				switch x := v.(type) {
+				case uint64:
+					if kinds[i] == change.KindInt {
+						v = int64(x)
+					}
+				case int64:
+					if kinds[i] == change.KindUint {
+						v = uint64(x)
+					}
+				}
+				key[i] = v
+			}
+		}
+		if key[i] == nil {
+			return nil
+		}
+	}
+	return key
+}
+
+// ddl applies a DDL statement to the routed shards it names.
+func (r *binlogReader) ddl(ctx context.Context, schema, q string) error {
+	st := parseDDL(schema, q)
+	if st.kind == ddlOther {
+		return nil
+	}
+	if st.kind == ddlDropDatabase {
+		for id := range r.s.shards {
+			if id.Database == st.db {
+				return fatal(fmt.Errorf("%w: DROP DATABASE %s drops shard %s of target %s, which cannot be applied to the merged target; statement: %s", ErrIncompatibleSchema, st.db, id, r.s.shards[id].target.id, q))
+			}
+		}
+		return nil
+	}
+	for i, id := range st.tables {
+		sh := r.s.shards[id]
+		ri := routeOf(r.s.sh.cfg.Routes, id)
+		switch st.kind {
+		case ddlCreate:
+			if sh != nil || ri < 0 {
+				continue
+			}
+			cols, key, err := r.loadSchema(ctx, id)
+			if err != nil {
+				return err
+			}
+			if _, err := r.s.addShard(ctx, id, ri, cols, key, q); err != nil {
+				return fatal(err)
+			}
+		case ddlAlter:
+			if sh == nil {
+				continue
+			}
+			cols, key, err := r.loadSchema(ctx, id)
+			if err != nil {
+				return err
+			}
+			if err := r.s.changeShard(ctx, sh, cols, key, q); err != nil {
+				return fatal(err)
+			}
+		case ddlRename:
+			if sh != nil || (i%2 == 1 && ri >= 0) {
+				return fatal(fmt.Errorf("%w: RENAME involving shard %s cannot be applied to a merged target (rows would appear or vanish without binlog events); re-snapshot after renaming; statement: %s", ErrIncompatibleSchema, id, q))
+			}
+		case ddlDrop, ddlTruncate:
+			if sh != nil {
+				return fatal(fmt.Errorf("%w: shard %s of target %s was dropped or truncated, which shardsync does not apply to the merged target; statement: %s", ErrIncompatibleSchema, id, sh.target.id, q))
+			}
+		}
+	}
+	return nil
+}
+
+func (r *binlogReader) loadSchema(ctx context.Context, id change.TableID) ([]shardCol, []string, error) {
+	if r.meta == nil {
+		c, err := r.s.sh.dial(ctx, "")
+		if err != nil {
+			return nil, nil, err
+		}
+		r.meta = c
+	}
+	cols, key, err := loadSchema(r.meta, id)
+	if err != nil {
+		_ = r.meta.Close()
+		r.meta = nil
+		return nil, nil, fmt.Errorf("reading the schema of %s after DDL: %w", id, err)
+	}
+	return cols, key, nil
+}
+
+// sortedIDs is used for stable messages.
+func sortedIDs(m map[change.TableID]*shard) []change.TableID {
+	ids := make([]change.TableID, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+	return ids
+}

@@ -1,0 +1,325 @@
+package mcemu
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type instance struct {
+	id       string
+	taskName string
+	status   string // Success | Failed
+	result   string
+	start    time.Time
+	end      time.Time
+}
+
+func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, rest []string) *httpError {
+	q := r.URL.Query()
+	switch {
+	case len(rest) == 0 && r.Method == http.MethodGet:
+		type prop struct{ Name, Value string }
+		writeXML(w, http.StatusOK, struct {
+			XMLName    xml.Name `xml:"Project"`
+			Name       string
+			Owner      string
+			State      string
+			Properties []prop `xml:"Properties>Property"`
+		}{Name: e.opts.Project, Owner: "ALIYUN$emulator", State: "AVAILABLE",
+			Properties: []prop{{"odps.schema.model.enabled", "false"}}})
+		return nil
+	case len(rest) == 1 && rest[0] == "tunnel" && r.Method == http.MethodGet && hasParam(q, "service"):
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, e.addr+"/tunnel")
+		return nil
+	case len(rest) == 1 && rest[0] == "instances" && r.Method == http.MethodPost:
+		return e.createInstance(w, r)
+	case len(rest) == 2 && rest[0] == "instances" && r.Method == http.MethodGet:
+		return e.getInstance(w, r, rest[1])
+	case len(rest) == 2 && rest[0] == "tables" && r.Method == http.MethodGet:
+		return e.getTable(w, rest[1])
+	}
+	return errf(http.StatusNotFound, "NoSuchObject", "%s %s is not served by the emulator", r.Method, r.URL.Path)
+}
+
+func (e *Emulator) createInstance(w http.ResponseWriter, r *http.Request) *httpError {
+	if ct := r.Header.Get("Content-Type"); ct != "application/xml" {
+		return errf(http.StatusBadRequest, "InvalidParameter", "instance body must be application/xml, got %q", ct)
+	}
+	var body struct {
+		Job struct {
+			Tasks struct {
+				SQL struct {
+					Name   string
+					Config struct {
+						Props []struct{ Name, Value string } `xml:"Property"`
+					}
+					Query string
+				}
+			}
+		}
+	}
+	if err := xml.NewDecoder(r.Body).Decode(&body); err != nil {
+		return errf(http.StatusBadRequest, "InvalidXmlRequest", "decoding instance: %v", err)
+	}
+	task := body.Job.Tasks.SQL
+	if task.Query == "" {
+		return errf(http.StatusBadRequest, "InvalidParameter", "only SQL tasks with a query are supported")
+	}
+	hints := map[string]string{}
+	for _, p := range task.Config.Props {
+		if p.Name == "settings" {
+			if err := json.Unmarshal([]byte(p.Value), &hints); err != nil {
+				return errf(http.StatusBadRequest, "InvalidParameter", "settings are not a JSON object: %v", err)
+			}
+		}
+	}
+	e.mu.Lock()
+	inst := &instance{id: e.newID(""), taskName: task.Name, start: time.Now()}
+	if len(e.failTaskMsgs) > 0 {
+		inst.status, inst.result = "Failed", e.failTaskMsgs[0]
+		e.failTaskMsgs = e.failTaskMsgs[1:]
+	} else if err := e.execLocked(task.Query, hints); err != nil {
+		inst.status, inst.result = "Failed", err.Error()
+	} else {
+		inst.status = "Success"
+		e.ddl = append(e.ddl, strings.TrimSpace(task.Query))
+	}
+	inst.end = time.Now()
+	e.instances[inst.id] = inst
+	e.mu.Unlock()
+	w.Header().Set("Location", fmt.Sprintf("http://%s/api/projects/%s/instances/%s", e.addr, e.opts.Project, inst.id))
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+func (e *Emulator) getInstance(w http.ResponseWriter, r *http.Request, id string) *httpError {
+	e.mu.Lock()
+	inst, ok := e.instances[id]
+	e.mu.Unlock()
+	if !ok {
+		return errf(http.StatusNotFound, "NoSuchObject", "instance %s does not exist", id)
+	}
+	q := r.URL.Query()
+	type result struct {
+		Transform string `xml:"Transform,attr"`
+		Format    string `xml:"Format,attr"`
+		Content   string `xml:",cdata"`
+	}
+	type task struct {
+		Type      string `xml:"Type,attr"`
+		Name      string
+		StartTime string  `xml:",omitempty"`
+		EndTime   string  `xml:",omitempty"`
+		Status    string  `xml:",omitempty"`
+		Result    *result `xml:",omitempty"`
+	}
+	gmt := func(t time.Time) string { return t.UTC().Format(time.RFC1123) }
+	switch {
+	case hasParam(q, "taskstatus"):
+		writeXML(w, http.StatusOK, struct {
+			XMLName xml.Name `xml:"Instance"`
+			Status  string
+			Tasks   []task `xml:"Tasks>Task"`
+		}{Status: "Terminated", Tasks: []task{{Type: "SQL", Name: inst.taskName, StartTime: gmt(inst.start),
+			EndTime: gmt(inst.end), Status: inst.status}}})
+	case hasParam(q, "result"):
+		writeXML(w, http.StatusOK, struct {
+			XMLName xml.Name `xml:"Instance"`
+			Tasks   []task   `xml:"Tasks>Task"`
+		}{Tasks: []task{{Type: "SQL", Name: inst.taskName, Status: inst.status, Result: &result{
+			Transform: "Base64", Format: "text", Content: base64.StdEncoding.EncodeToString([]byte(inst.result))}}}})
+	default:
+		w.Header().Set("x-odps-owner", "ALIYUN$emulator")
+		w.Header().Set("x-odps-start-time", gmt(inst.start))
+		w.Header().Set("x-odps-end-time", gmt(inst.end))
+		writeXML(w, http.StatusOK, struct {
+			XMLName xml.Name `xml:"Instance"`
+			Status  string
+		}{Status: "Terminated"})
+	}
+	return nil
+}
+
+func lower(typ string) string { return strings.ToLower(typ) }
+
+func (e *Emulator) getTable(w http.ResponseWriter, name string) *httpError {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t, ok := e.tables[strings.ToLower(name)]
+	if !ok {
+		return errf(http.StatusNotFound, "NoSuchObject", "ODPS-0110061: Failed to run ddltask - table %s.%s does not exist", e.opts.Project, name)
+	}
+	type col struct {
+		Name       string `json:"name"`
+		Type       string `json:"type"`
+		IsNullable bool   `json:"isNullable"`
+		Comment    string `json:"comment"`
+	}
+	cols := make([]col, len(t.cols))
+	for i, c := range t.cols {
+		cols[i] = col{Name: c.Name, Type: lower(c.Type), IsNullable: !c.NotNull, Comment: c.Comment}
+	}
+	reserved := map[string]any{"Transactional": strconv.FormatBool(t.transactional)}
+	if len(t.pk) > 0 {
+		reserved["PrimaryKey"] = t.pk
+		reserved["ClusterType"] = "hash"
+		reserved["ClusterCols"] = t.pk
+		reserved["BucketNum"] = t.buckets
+	}
+	resJSON, _ := json.Marshal(reserved)
+	schema, _ := json.Marshal(map[string]any{
+		"columns": cols, "partitionKeys": []col{}, "createTime": t.created.Unix(),
+		"lastDDLTime": t.lastDDL.Unix(), "lastModifiedTime": t.lastDDL.Unix(), "lifecycle": -1,
+		"Reserved": string(resJSON),
+	})
+	writeXML(w, http.StatusOK, struct {
+		XMLName xml.Name `xml:"Table"`
+		Name    string
+		TableId string
+		Owner   string
+		Project string
+		Type    string
+		Schema  struct {
+			Content string `xml:",cdata"`
+		}
+	}{Name: t.name, TableId: "t" + t.name, Owner: "ALIYUN$emulator", Project: e.opts.Project,
+		Type: "MANAGED_TABLE", Schema: struct {
+			Content string `xml:",cdata"`
+		}{string(schema)}})
+	return nil
+}
+
+// execLocked runs one statement of the SQL subset. e.mu is held.
+func (e *Emulator) execLocked(sql string, hints map[string]string) error {
+	st, err := parseStatement(sql)
+	if err != nil {
+		return err
+	}
+	if st.project != "" && !strings.EqualFold(st.project, e.opts.Project) {
+		return fmt.Errorf("ODPS-0130131:[1,1] Table not found - project %s is not the current project", st.project)
+	}
+	odps2 := hints["odps.sql.type.system.odps2"] == "true"
+	for _, c := range st.columns {
+		if needsOdps2(c.Type) && !odps2 {
+			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - %s type is not enabled in current mode; set odps.sql.type.system.odps2=true", c.Type)
+		}
+	}
+	key := strings.ToLower(st.table)
+	t, exists := e.tables[key]
+	now := time.Now()
+	switch st.kind {
+	case stmtCreate:
+		if exists {
+			if st.ifNotExists {
+				return nil
+			}
+			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - table %s already exists", st.table)
+		}
+		nt := &table{name: st.table, cols: st.columns, pk: st.primaryKey, props: st.props, created: now, lastDDL: now}
+		seen := map[string]bool{}
+		for _, c := range st.columns {
+			if seen[strings.ToLower(c.Name)] {
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - duplicate column %s", c.Name)
+			}
+			seen[strings.ToLower(c.Name)] = true
+		}
+		for _, k := range st.primaryKey {
+			i := nt.colIndex(k)
+			if i < 0 {
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - primary key column %s is not a column", k)
+			}
+			if !st.columns[i].NotNull {
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - primary key column %s must be NOT NULL", k)
+			}
+			if b := baseType(st.columns[i].Type); b == "BINARY" || b == "FLOAT" || b == "DOUBLE" {
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - type %s cannot be a primary key", b)
+			}
+		}
+		nt.transactional = st.props["transactional"] == "true"
+		if len(st.primaryKey) > 0 {
+			if !nt.transactional {
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - a primary key needs tblproperties transactional=true")
+			}
+			nt.buckets = 16
+			if v, ok := st.props["write.bucket.num"]; ok {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 4096 {
+					return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - invalid write.bucket.num %q", v)
+				}
+				nt.buckets = n
+			}
+		}
+		e.tables[key] = nt
+	case stmtAddColumns:
+		if !exists {
+			return fmt.Errorf("ODPS-0130131:[1,1] Table not found - table %s.%s cannot be resolved", e.opts.Project, st.table)
+		}
+		if hints["odps.sql.allow.schema.evolution"] != "true" && t.transactional {
+			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - schema evolution of a transactional table needs odps.sql.allow.schema.evolution=true")
+		}
+		for _, c := range st.columns {
+			if t.colIndex(c.Name) >= 0 {
+				if st.ifNotExists {
+					continue
+				}
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - column %s already exists", c.Name)
+			}
+			t.cols = append(t.cols, c)
+		}
+		t.lastDDL = now
+	case stmtChangeType:
+		if !exists {
+			return fmt.Errorf("ODPS-0130131:[1,1] Table not found - table %s.%s cannot be resolved", e.opts.Project, st.table)
+		}
+		c := st.columns[0]
+		i := t.colIndex(c.Name)
+		if i < 0 {
+			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - column %s cannot be resolved", c.Name)
+		}
+		if slices.ContainsFunc(t.pk, func(k string) bool { return strings.EqualFold(k, c.Name) }) {
+			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - primary key column %s cannot change type", c.Name)
+		}
+		if !widens(t.cols[i].Type, c.Type) {
+			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - cannot change column %s from %s to %s", c.Name, t.cols[i].Type, c.Type)
+		}
+		if baseType(t.cols[i].Type) == "FLOAT" && baseType(c.Type) == "DOUBLE" {
+			for _, row := range t.rows {
+				if i >= len(row) {
+					continue
+				}
+				if f, ok := row[i].(float32); ok {
+					row[i] = float64(f)
+				}
+			}
+		}
+		t.cols[i].Type = c.Type
+		t.lastDDL = now
+	case stmtDrop:
+		if !exists {
+			if st.ifExists {
+				return nil
+			}
+			return fmt.Errorf("ODPS-0130131:[1,1] Table not found - table %s.%s cannot be resolved", e.opts.Project, st.table)
+		}
+		delete(e.tables, key)
+	}
+	return nil
+}
+
+func (t *table) colIndex(name string) int {
+	for i, c := range t.cols {
+		if strings.EqualFold(c.Name, name) {
+			return i
+		}
+	}
+	return -1
+}
