@@ -331,3 +331,20 @@ func (s *Source) updateShard(sh *shard, cols []shardCol, key []string, stmt stri
 }
 
 func (s *Source) dialCtx(ctx context.Context) (*client.Conn, error) { return s.sh.dial(ctx, "") }
+
+// checkBinlogKept fails fast when the binlog file a token resumes from has
+// been purged (the stream would fail with ERROR 1236 anyway).
+func checkBinlogKept(c *client.Conn, pos binPos) error {
+	rows, err := query(c, "SHOW BINARY LOGS")
+	if err != nil {
+		return fmt.Errorf("listing binary logs: %w", err)
+	}
+	if len(rows) == 0 || pos.File == "" {
+		return nil
+	}
+	first := rows[0][0]
+	if compareFilePos(pos.File, 0, first, 0) < 0 {
+		return fmt.Errorf("%w: the resume position %s is in %s, but the server's oldest binlog is now %s (purged, e.g. by binlog_expire_logs_seconds or PURGE BINARY LOGS). The changes since then cannot be read: start the job again without a resume token (a fresh snapshot) and keep binlogs longer than the job may be down", ErrBinlogPurged, pos, pos.File, first)
+	}
+	return nil
+}

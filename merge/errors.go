@@ -90,7 +90,10 @@ func (s *shared) dial(ctx context.Context, db string) (*client.Conn, error) {
 	var last error
 	for attempt := 0; ; attempt++ {
 		c, err := client.ConnectWithContext(ctx, s.cfg.Addr, s.cfg.User, s.cfg.Password, db, s.cfg.ConnectTimeout, func(c *client.Conn) error {
-			return c.SetCharset("utf8mb4")
+			// go-mysql's default handshake collation (255,
+			// utf8mb4_0900_ai_ci) is unknown to MariaDB, which then falls
+			// back to latin1: ask for utf8mb4 explicitly.
+			return c.SetCollation("utf8mb4_general_ci")
 		})
 		if err == nil {
 			return c, nil

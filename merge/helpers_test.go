@@ -1,6 +1,7 @@
 package merge
 
 import (
+	mysqlpkg "github.com/go-mysql-org/go-mysql/mysql"
 	"context"
 	"fmt"
 	"strconv"
@@ -64,6 +65,9 @@ func rowMap(s change.Schema, vals []change.Value) map[string]any {
 func keyOf(s change.Schema, vals []change.Value) rowKey {
 	m := rowMap(s, vals)
 	k := ""
+	if len(s.Key) < 2 { // no key: the whole row (duplicates collapse)
+		return rowKey{fmt.Sprint(m["database_name"]), fmt.Sprint(m["table_name"]), fmt.Sprint(vals)}
+	}
 	for _, c := range s.Key[2:] {
 		k += fmt.Sprint(m[c]) + "|"
 	}
@@ -176,3 +180,8 @@ func (c *consumer) strState() testenv.MergedState {
 	}
 	return out
 }
+
+func mysqlPos(p binPos) mysqlPosition { return mysqlPosition{Name: p.File, Pos: p.Pos} }
+type mysqlPosition = mysqlpkg.Position
+
+type mysqlError = mysqlpkg.MyError

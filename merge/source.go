@@ -120,6 +120,11 @@ func Open(ctx context.Context, cfg Config, from change.Token, log *slog.Logger) 
 		}
 		s.state = &tokenState{Version: 1, Routes: fingerprint, Flavor: s.flavor, Pos: pos}
 	}
+	if from != nil {
+		if err := checkBinlogKept(conn, s.state.Pos); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.discover(conn, from == nil); err != nil {
 		return nil, err
 	}

@@ -186,7 +186,7 @@ func binlogValue(v any, t colType) (change.Value, error) {
 		}
 	case change.KindBytes:
 		if b, ok := asBytes(v); ok {
-			return padBinary(bytes.Clone(b), t), nil
+			return padBinary(append([]byte{}, b...), t), nil
 		}
 	case change.KindDate:
 		if s, ok := v.(string); ok {
@@ -281,7 +281,7 @@ func snapshotValue(fv mysql.FieldValue, t colType) (change.Value, error) {
 		}
 		return s, nil
 	case change.KindBytes:
-		return padBinary(bytes.Clone(b), t), nil
+		return padBinary(append([]byte{}, b...), t), nil
 	case change.KindDate:
 		return change.Date(string(b)), nil
 	case change.KindDateTime:

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/shardsync/shardsync/twopc"
 )
 
 // Exit codes. They are part of the command's interface: scripts and
@@ -33,6 +35,14 @@ type inDoubtError struct{ err error }
 
 func (e inDoubtError) Error() string { return e.err.Error() }
 func (e inDoubtError) Unwrap() error { return e.err }
+
+// markInDoubt turns a twopc in-doubt stop into an inDoubtError (exit 3).
+func markInDoubt(err error) error {
+	if errors.Is(err, twopc.ErrInDoubt) {
+		return inDoubtError{err}
+	}
+	return err
+}
 
 // exitCode maps an error to the process exit code, printing it to w. It is
 // the one place errors become exit codes.

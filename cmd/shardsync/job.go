@@ -289,11 +289,7 @@ func (j *job) run(ctx context.Context) error {
 	for {
 		token, err := twopc.Recover(ctx, led, sinks, j.log)
 		if err != nil {
-			var doubt *twopc.InDoubtError
-			if errors.As(err, &doubt) {
-				return inDoubtError{err}
-			}
-			return fmt.Errorf("recovering from ledger %s: %w", j.ledger, err)
+			return markInDoubt(fmt.Errorf("recovering from ledger %s: %w", j.ledger, err))
 		}
 		src, err := merge.Open(ctx, mcfg, token, j.log.With("part", "source"))
 		if err != nil {
@@ -315,11 +311,7 @@ func (j *job) run(ctx context.Context) error {
 		case errors.Is(err, twopc.ErrRestart):
 			j.log.Warn("restarting from the last committed position", "err", err, "after", backoff)
 		default:
-			var doubt *twopc.InDoubtError
-			if errors.As(err, &doubt) {
-				return inDoubtError{err}
-			}
-			return err
+			return markInDoubt(err)
 		}
 		select {
 		case <-ctx.Done():
