@@ -20,6 +20,7 @@ import (
 	"github.com/shardsync/shardsync/change"
 	"github.com/shardsync/shardsync/doris"
 	"github.com/shardsync/shardsync/ledger"
+	"github.com/shardsync/shardsync/maxcompute"
 	"github.com/shardsync/shardsync/merge"
 	"github.com/shardsync/shardsync/twopc"
 )
@@ -43,6 +44,10 @@ type jobOptions struct {
 	dorisFE, dorisBE, dorisUser, dorisPasswordFile, dorisQuery string
 	buckets, replication                                       int
 
+	mcEndpoint, mcProject, mcTunnel, mcQuota, mcAccessID, mcKeyFile string
+	mcBuckets                                                       int
+	mcOptions                                                       map[string]string
+
 	ledgerPath, labelPrefix string
 	checkpointInterval      time.Duration
 	maxEpochRows            int
@@ -54,7 +59,7 @@ func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.sources, "sources", "", "database regex of the shards (RE2, whole name), e.g. 'emp_[0-9]+'; or Flink CDC's 'db.table' form, comma-separated")
 	fs.StringVar(&o.tables, "tables", "", "table regex of the shards (RE2, whole name), e.g. 'employees_[0-9]+'; default: every table")
 	fs.StringVar(&o.target, "target", "", "merged target table db.table; default: one target per table name with its shard number stripped, in a database named after the --sources prefix")
-	fs.StringVar(&o.sinks, "sink", "doris", "where the merged rows go: doris")
+	fs.StringVar(&o.sinks, "sink", "doris", "where the merged rows go: doris, maxcompute, or both (doris,maxcompute) in the same epochs")
 	fs.StringVar(&o.mysqlAddr, "mysql", "127.0.0.1:3306", "source MySQL/MariaDB host:port")
 	fs.StringVar(&o.mysqlUser, "mysql-user", "root", "source user (needs SELECT, REPLICATION SLAVE, REPLICATION CLIENT); password from $"+envMySQLPassword+" or --mysql-password-file")
 	fs.StringVar(&o.mysqlPasswordFile, "mysql-password-file", "", "file holding the source password")
@@ -68,6 +73,14 @@ func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dorisQuery, "doris-query", "", "Doris FE MySQL-protocol host:port (9030) for creating and altering targets; without it the targets must exist")
 	fs.IntVar(&o.buckets, "doris-buckets", 10, "buckets of created Doris tables (0: BUCKETS AUTO)")
 	fs.IntVar(&o.replication, "doris-replication", 0, "replication_num of created Doris tables (0: cluster default)")
+	fs.StringVar(&o.mcEndpoint, "maxcompute-endpoint", "", "MaxCompute service endpoint, e.g. http://service.cn-hangzhou.maxcompute.aliyun.com/api")
+	fs.StringVar(&o.mcProject, "maxcompute-project", "", "MaxCompute project holding the targets (a target's database part is not used)")
+	fs.StringVar(&o.mcTunnel, "maxcompute-tunnel-endpoint", "", "MaxCompute tunnel endpoint (default: the one the project announces)")
+	fs.StringVar(&o.mcQuota, "maxcompute-quota", "", "exclusive tunnel quota (resource group) name")
+	fs.StringVar(&o.mcAccessID, "maxcompute-access-id", "", "AccessKey id (default $"+maxcompute.EnvAccessID+"); the secret comes from $"+maxcompute.EnvAccessKey+" or --maxcompute-access-key-file")
+	fs.StringVar(&o.mcKeyFile, "maxcompute-access-key-file", "", "file holding the AccessKey secret")
+	fs.IntVar(&o.mcBuckets, "maxcompute-buckets", 16, "write.bucket.num of created Delta tables")
+	fs.StringToStringVar(&o.mcOptions, "maxcompute-option", nil, "further Flink CDC MaxCompute sink options, key=value (e.g. compress.algorithm=snappy)")
 	fs.StringVar(&o.ledgerPath, "ledger", "", "ledger file (default: <label-prefix>.ledger in the current directory)")
 	fs.StringVar(&o.labelPrefix, "label-prefix", "", "Stream Load label prefix, unique per job (default: derived from the source, patterns and target)")
 	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
@@ -112,7 +125,8 @@ type job struct {
 	pats     []pattern
 	target   *change.TableID
 	mysqlPW  string
-	dorisCfg doris.Config
+	dorisCfg *doris.Config
+	mcCfg    *maxcompute.Config
 	coordCfg twopc.Config
 	prefix   string
 	ledger   string
@@ -134,10 +148,15 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	if j.target, err = parseTarget(o.target); err != nil {
 		return nil, err
 	}
-	sinks := strings.Split(o.sinks, ",")
-	for _, s := range sinks {
-		if strings.TrimSpace(s) != "doris" {
-			return nil, usagef("--sink %q: the supported sink is doris", s)
+	useDoris, useMC := false, false
+	for _, s := range strings.Split(o.sinks, ",") {
+		switch strings.TrimSpace(s) {
+		case "doris":
+			useDoris = true
+		case "maxcompute":
+			useMC = true
+		default:
+			return nil, usagef("--sink %q: use doris, maxcompute or doris,maxcompute", o.sinks)
 		}
 	}
 	if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
@@ -158,20 +177,20 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 		j.ledger = j.prefix + ".ledger"
 	}
 
-	dc := doris.DefaultConfig()
-	dc.FENodes = splitList(o.dorisFE)
-	dc.BENodes = splitList(o.dorisBE)
-	dc.User = o.dorisUser
-	if dc.Password, err = secret(o.dorisPasswordFile, envDorisPassword, "Doris"); err != nil {
-		return nil, err
+	if useDoris {
+		dc, err := dorisConfig(o, j.prefix)
+		if err != nil {
+			return nil, err
+		}
+		j.dorisCfg = &dc
 	}
-	dc.QueryAddr = o.dorisQuery
-	dc.LabelPrefix = j.prefix
-	dc.Buckets, dc.Replication = o.buckets, o.replication
-	if err := dc.Validate(); err != nil {
-		return nil, usageError{fmt.Errorf("%w (flags --doris-*, --label-prefix)", err)}
+	if useMC {
+		mc, err := maxcomputeConfig(o)
+		if err != nil {
+			return nil, err
+		}
+		j.mcCfg = &mc
 	}
-	j.dorisCfg = dc
 
 	cc := twopc.DefaultConfig()
 	cc.CheckpointInterval = o.checkpointInterval
@@ -181,6 +200,52 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	}
 	j.coordCfg = cc
 	return j, nil
+}
+
+func dorisConfig(o jobOptions, prefix string) (doris.Config, error) {
+	var err error
+	dc := doris.DefaultConfig()
+	dc.FENodes = splitList(o.dorisFE)
+	dc.BENodes = splitList(o.dorisBE)
+	dc.User = o.dorisUser
+	if dc.Password, err = secret(o.dorisPasswordFile, envDorisPassword, "Doris"); err != nil {
+		return dc, err
+	}
+	dc.QueryAddr = o.dorisQuery
+	dc.LabelPrefix = prefix
+	dc.Buckets, dc.Replication = o.buckets, o.replication
+	if err := dc.Validate(); err != nil {
+		return dc, usageError{fmt.Errorf("%w (flags --doris-*, --label-prefix)", err)}
+	}
+	return dc, nil
+}
+
+func maxcomputeConfig(o jobOptions) (maxcompute.Config, error) {
+	mc, err := maxcompute.FromOptions(o.mcOptions)
+	if err != nil {
+		return mc, usageError{fmt.Errorf("%w (flag --maxcompute-option)", err)}
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&mc.Endpoint, o.mcEndpoint)
+	set(&mc.Project, o.mcProject)
+	set(&mc.TunnelEndpoint, o.mcTunnel)
+	set(&mc.QuotaName, o.mcQuota)
+	set(&mc.AccessID, o.mcAccessID)
+	set(&mc.AccessKeyFile, o.mcKeyFile)
+	if o.mcBuckets > 0 {
+		mc.BucketsNum = o.mcBuckets
+	}
+	if err := mc.LoadSecrets(os.Getenv); err != nil {
+		return mc, usageError{err}
+	}
+	if err := mc.Validate(); err != nil {
+		return mc, usageError{fmt.Errorf("%w (flags --maxcompute-*, $%s)", err, maxcompute.EnvAccessKey)}
+	}
+	return mc, nil
 }
 
 func splitList(s string) []string {
@@ -265,12 +330,15 @@ func (j *job) run(ctx context.Context) error {
 	}
 	defer led.Close()
 
-	sink, err := doris.New(j.dorisCfg, j.log)
+	sinks, err := j.openSinks()
 	if err != nil {
-		return usageError{err}
+		return err
 	}
-	defer sink.Close()
-	sinks := []twopc.Sink{sink}
+	defer func() {
+		for _, s := range sinks {
+			_ = s.Close()
+		}
+	}()
 
 	mcfg := merge.DefaultConfig()
 	mcfg.Addr, mcfg.User, mcfg.Password, mcfg.ServerID = j.opts.mysqlAddr, j.opts.mysqlUser, j.mysqlPW, j.opts.serverID
@@ -330,4 +398,27 @@ func indent(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// openSinks constructs the configured sinks, in a fixed order.
+func (j *job) openSinks() ([]twopc.Sink, error) {
+	var sinks []twopc.Sink
+	if j.dorisCfg != nil {
+		s, err := doris.New(*j.dorisCfg, j.log)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		sinks = append(sinks, s)
+	}
+	if j.mcCfg != nil {
+		s, err := maxcompute.New(*j.mcCfg, j.log)
+		if err != nil {
+			for _, o := range sinks {
+				_ = o.Close()
+			}
+			return nil, usageError{err}
+		}
+		sinks = append(sinks, s)
+	}
+	return sinks, nil
 }

@@ -45,6 +45,6 @@ func newRootCommand() *cobra.Command {
 		return j.run(cmd.Context())
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCommand(), newTxnCommand())
+	root.AddCommand(newVersionCommand(), newTxnCommand(), newDemoCommand())
 	return root
 }
