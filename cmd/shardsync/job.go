@@ -56,16 +56,33 @@ type jobOptions struct {
 }
 
 func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
+	o.addSourceFlags(fs)
+	o.addSinkFlags(fs)
+	fs.StringVar(&o.ledgerPath, "ledger", "", "ledger file (default: <label-prefix>.ledger in the current directory)")
+	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
+	fs.IntVar(&o.maxEpochRows, "max-epoch-rows", 500_000, "close an epoch early once it holds this many rows")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// addSourceFlags adds the flags that choose and reach the shards.
+func (o *jobOptions) addSourceFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.sources, "sources", "", "database regex of the shards (RE2, whole name), e.g. 'emp_[0-9]+'; or Flink CDC's 'db.table' form, comma-separated")
 	fs.StringVar(&o.tables, "tables", "", "table regex of the shards (RE2, whole name), e.g. 'employees_[0-9]+'; default: every table")
 	fs.StringVar(&o.target, "target", "", "merged target table db.table; default: one target per table name with its shard number stripped, in a database named after the --sources prefix")
-	fs.StringVar(&o.sinks, "sink", "doris", "where the merged rows go: doris, maxcompute, or both (doris,maxcompute) in the same epochs")
 	fs.StringVar(&o.mysqlAddr, "mysql", "127.0.0.1:3306", "source MySQL/MariaDB host:port")
 	fs.StringVar(&o.mysqlUser, "mysql-user", "root", "source user (needs SELECT, REPLICATION SLAVE, REPLICATION CLIENT); password from $"+envMySQLPassword+" or --mysql-password-file")
 	fs.StringVar(&o.mysqlPasswordFile, "mysql-password-file", "", "file holding the source password")
 	fs.Uint32Var(&o.serverID, "server-id", 5400, "replica server id for reading the binlog; unique among the source's replicas")
 	fs.IntVar(&o.chunkSize, "chunk-size", 8096, "rows per snapshot chunk")
 	fs.IntVar(&o.readers, "readers", 0, "tables snapshotted in parallel (default: one per CPU)")
+}
+
+// addSinkFlags adds the flags that choose and reach the sinks (also used by
+// `txn resolve`, which must reach the same sinks).
+func (o *jobOptions) addSinkFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.labelPrefix, "label-prefix", "", "Stream Load label prefix, unique per job (default: derived from the source, patterns and target)")
+	fs.StringVar(&o.sinks, "sink", "doris", "where the merged rows go: doris, maxcompute, or both (doris,maxcompute) in the same epochs")
 	fs.StringVar(&o.dorisFE, "doris-fe", "127.0.0.1:8030", "Doris FE HTTP host:port[,host:port]")
 	fs.StringVar(&o.dorisBE, "doris-be", "", "Doris BE HTTP host:port[,host:port] to load into directly (default: ask the FE)")
 	fs.StringVar(&o.dorisUser, "doris-user", "root", "Doris user; password from $"+envDorisPassword+" or --doris-password-file")
@@ -81,12 +98,6 @@ func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.mcKeyFile, "maxcompute-access-key-file", "", "file holding the AccessKey secret")
 	fs.IntVar(&o.mcBuckets, "maxcompute-buckets", 16, "write.bucket.num of created Delta tables")
 	fs.StringToStringVar(&o.mcOptions, "maxcompute-option", nil, "further Flink CDC MaxCompute sink options, key=value (e.g. compress.algorithm=snappy)")
-	fs.StringVar(&o.ledgerPath, "ledger", "", "ledger file (default: <label-prefix>.ledger in the current directory)")
-	fs.StringVar(&o.labelPrefix, "label-prefix", "", "Stream Load label prefix, unique per job (default: derived from the source, patterns and target)")
-	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
-	fs.IntVar(&o.maxEpochRows, "max-epoch-rows", 500_000, "close an epoch early once it holds this many rows")
-	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
 // newLogger builds the job's logger on w.
@@ -148,50 +159,6 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	if j.target, err = parseTarget(o.target); err != nil {
 		return nil, err
 	}
-	useDoris, useMC := false, false
-	for _, s := range strings.Split(o.sinks, ",") {
-		switch strings.TrimSpace(s) {
-		case "doris":
-			useDoris = true
-		case "maxcompute":
-			useMC = true
-		default:
-			return nil, usagef("--sink %q: use doris, maxcompute or doris,maxcompute", o.sinks)
-		}
-	}
-	if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
-		return nil, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr)
-	}
-	if o.serverID == 0 {
-		return nil, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas")
-	}
-	if j.mysqlPW, err = secret(o.mysqlPasswordFile, envMySQLPassword, "MySQL"); err != nil {
-		return nil, err
-	}
-	j.prefix = o.labelPrefix
-	if j.prefix == "" {
-		j.prefix = defaultPrefix(o)
-	}
-	j.ledger = o.ledgerPath
-	if j.ledger == "" {
-		j.ledger = j.prefix + ".ledger"
-	}
-
-	if useDoris {
-		dc, err := dorisConfig(o, j.prefix)
-		if err != nil {
-			return nil, err
-		}
-		j.dorisCfg = &dc
-	}
-	if useMC {
-		mc, err := maxcomputeConfig(o)
-		if err != nil {
-			return nil, err
-		}
-		j.mcCfg = &mc
-	}
-
 	cc := twopc.DefaultConfig()
 	cc.CheckpointInterval = o.checkpointInterval
 	cc.MaxEpochRows = o.maxEpochRows
@@ -200,6 +167,39 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	}
 	j.coordCfg = cc
 	return j, nil
+}
+
+// sinkConfigs validates the --sink list and builds each named sink's
+// configuration; nil for a sink not named.
+func (o jobOptions) sinkConfigs(prefix string) (*doris.Config, *maxcompute.Config, error) {
+	useDoris, useMC := false, false
+	for _, s := range strings.Split(o.sinks, ",") {
+		switch strings.TrimSpace(s) {
+		case "doris":
+			useDoris = true
+		case "maxcompute":
+			useMC = true
+		default:
+			return nil, nil, usagef("--sink %q: use doris, maxcompute or doris,maxcompute", o.sinks)
+		}
+	}
+	var dc *doris.Config
+	var mc *maxcompute.Config
+	if useDoris {
+		c, err := dorisConfig(o, prefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		dc = &c
+	}
+	if useMC {
+		c, err := maxcomputeConfig(o)
+		if err != nil {
+			return nil, nil, err
+		}
+		mc = &c
+	}
+	return dc, mc, nil
 }
 
 func dorisConfig(o jobOptions, prefix string) (doris.Config, error) {
@@ -330,7 +330,7 @@ func (j *job) run(ctx context.Context) error {
 	}
 	defer led.Close()
 
-	sinks, err := j.openSinks()
+	sinks, err := openSinks(j.dorisCfg, j.mcCfg, j.log)
 	if err != nil {
 		return err
 	}
@@ -401,17 +401,17 @@ func indent(s string) string {
 }
 
 // openSinks constructs the configured sinks, in a fixed order.
-func (j *job) openSinks() ([]twopc.Sink, error) {
+func openSinks(dc *doris.Config, mc *maxcompute.Config, log *slog.Logger) ([]twopc.Sink, error) {
 	var sinks []twopc.Sink
-	if j.dorisCfg != nil {
-		s, err := doris.New(*j.dorisCfg, j.log)
+	if dc != nil {
+		s, err := doris.New(*dc, log)
 		if err != nil {
 			return nil, usageError{err}
 		}
 		sinks = append(sinks, s)
 	}
-	if j.mcCfg != nil {
-		s, err := maxcompute.New(*j.mcCfg, j.log)
+	if mc != nil {
+		s, err := maxcompute.New(*mc, log)
 		if err != nil {
 			for _, o := range sinks {
 				_ = o.Close()

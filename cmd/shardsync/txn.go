@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shardsync/shardsync/doris"
 	"github.com/shardsync/shardsync/ledger"
 	"github.com/shardsync/shardsync/twopc"
 )
@@ -106,10 +105,10 @@ func dash(s string) string {
 
 func newTxnResolveCommand() *cobra.Command {
 	var (
-		ledgerPath, assume                string
-		epoch                             uint64
-		dryRun, asJSON                    bool
-		fe, be, user, pwFile, labelPrefix string
+		ledgerPath, assume string
+		epoch              uint64
+		dryRun, asJSON     bool
+		sinkOpts           jobOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "resolve",
@@ -145,15 +144,13 @@ needs your decision: check the target table, then pass
 			default:
 				return usagef("--assume %q: use committed or aborted", assume)
 			}
-			dc := doris.DefaultConfig()
-			dc.FENodes, dc.BENodes, dc.User = splitList(fe), splitList(be), user
-			dc.LabelPrefix = labelPrefix
-			var err error
-			if dc.Password, err = secret(pwFile, envDorisPassword, "Doris"); err != nil {
-				return err
+			prefix := sinkOpts.labelPrefix
+			if prefix == "" {
+				prefix = "shardsync" // labels come from the ledger; the prefix only passes validation
 			}
-			if err := dc.Validate(); err != nil {
-				return usageError{fmt.Errorf("%w (flags --doris-*)", err)}
+			dc, mc, err := sinkOpts.sinkConfigs(prefix)
+			if err != nil {
+				return err
 			}
 			log, err := newLogger(cmd.ErrOrStderr(), "text", "warn")
 			if err != nil {
@@ -164,12 +161,16 @@ needs your decision: check the target table, then pass
 				return err
 			}
 			defer l.Close()
-			sink, err := doris.New(dc, log)
+			sinks, err := openSinks(dc, mc, log)
 			if err != nil {
-				return usageError{err}
+				return err
 			}
-			defer sink.Close()
-			rep, rerr := twopc.Resolve(cmd.Context(), l, []twopc.Sink{sink}, opts, log)
+			defer func() {
+				for _, s := range sinks {
+					_ = s.Close()
+				}
+			}()
+			rep, rerr := twopc.Resolve(cmd.Context(), l, sinks, opts, log)
 			if rep != nil {
 				if asJSON {
 					if err := writeJSON(cmd.OutOrStdout(), rep); err != nil {
@@ -188,14 +189,9 @@ needs your decision: check the target table, then pass
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.Uint64Var(&epoch, "epoch", 0, "the in-doubt epoch to settle with --assume")
 	f.StringVar(&assume, "assume", "", "settle --epoch as committed or aborted, on your word")
-	f.StringVar(&fe, "doris-fe", "127.0.0.1:8030", "Doris FE HTTP host:port[,host:port]")
-	f.StringVar(&be, "doris-be", "", "Doris BE HTTP host:port[,host:port] (default: ask the FE)")
-	f.StringVar(&user, "doris-user", "root", "Doris user; password from $"+envDorisPassword+" or --doris-password-file")
-	f.StringVar(&pwFile, "doris-password-file", "", "file holding the Doris password")
-	f.StringVar(&labelPrefix, "label-prefix", "shardsync", "the job's label prefix (labels themselves come from the ledger)")
+	sinkOpts.addSinkFlags(f)
 	return cmd
 }
-
 
 func printReport(w io.Writer, rep *twopc.Report) {
 	mode := ""
