@@ -185,3 +185,5 @@ func bufferTail(s string, n int) string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
+
+func freeLoopbackPort() (int, error) { return testenv.FreePort("127.0.0.1") }

@@ -159,6 +159,26 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	if j.target, err = parseTarget(o.target); err != nil {
 		return nil, err
 	}
+	if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
+		return nil, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr)
+	}
+	if o.serverID == 0 {
+		return nil, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas")
+	}
+	if j.mysqlPW, err = secret(o.mysqlPasswordFile, envMySQLPassword, "MySQL"); err != nil {
+		return nil, err
+	}
+	j.prefix = o.labelPrefix
+	if j.prefix == "" {
+		j.prefix = defaultPrefix(o)
+	}
+	j.ledger = o.ledgerPath
+	if j.ledger == "" {
+		j.ledger = j.prefix + ".ledger"
+	}
+	if j.dorisCfg, j.mcCfg, err = o.sinkConfigs(j.prefix); err != nil {
+		return nil, err
+	}
 	cc := twopc.DefaultConfig()
 	cc.CheckpointInterval = o.checkpointInterval
 	cc.MaxEpochRows = o.maxEpochRows

@@ -44,3 +44,39 @@ func TestExitCodes(t *testing.T) {
 	require.Equal(t, exitInDoubt, exitCode(inDoubtError{errors.New("epoch 7 in doubt")}, &buf))
 	require.Contains(t, buf.String(), "shardsync: boom")
 }
+
+func TestBadInputIsOneClearUsageError(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--sources", "emp_[0-9"}, "not a valid regular expression"},
+		{[]string{"--sources", "emp", "--mysql", "nohost"}, "--mysql \"nohost\" must be host:port"},
+		{[]string{"--sources", "emp", "--server-id", "0"}, "--server-id must not be 0"},
+		{[]string{"--sources", "emp", "--sink", "kafka"}, "--sink \"kafka\""},
+		{[]string{"--sources", "emp", "--target", "nodot"}, "must be database.table"},
+		{[]string{"--sources", "emp", "--label-prefix", "bad.prefix"}, "label prefix"},
+		{[]string{"--sources", "emp", "--checkpoint-interval", "0s"}, "checkpoint interval"},
+		{[]string{"--sources", "emp", "--sink", "maxcompute"}, "maxcompute"},
+		{[]string{"--sources", "emp", "--mysql-password-file", dir + "/missing"}, "reading the MySQL password file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.want, func(t *testing.T) {
+			args := append(tc.args, "--ledger", dir+"/l.ledger")
+			_, err := run(t, args...)
+			require.ErrorContains(t, err, tc.want)
+			var buf bytes.Buffer
+			require.Equal(t, exitUsage, exitCode(err, &buf))
+			require.NoFileExists(t, dir+"/l.ledger", "nothing is written before the input is valid")
+		})
+	}
+}
+
+func TestUnreachableSourceIsClear(t *testing.T) {
+	port, err := freeLoopbackPort()
+	require.NoError(t, err)
+	_, err = run(t, "--sources", "emp_[0-9]+", "--mysql", fmt.Sprintf("127.0.0.1:%d", port), "--ledger", t.TempDir()+"/l.ledger")
+	require.ErrorContains(t, err, "connecting to the source")
+	require.ErrorContains(t, err, "check --mysql")
+}
