@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -373,41 +374,70 @@ func (j *job) run(ctx context.Context) error {
 		return usageError{err}
 	}
 
-	backoff := time.Second
+	restarts, lastResume := 0, []byte(nil)
 	for {
 		token, err := twopc.Recover(ctx, led, sinks, j.log)
 		if err != nil {
 			return markInDoubt(fmt.Errorf("recovering from ledger %s: %w", j.ledger, err))
 		}
-		src, err := merge.Open(ctx, mcfg, token, j.log.With("part", "source"))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+		if !bytes.Equal(token, lastResume) {
+			restarts, lastResume = 0, token // progress since the last failure
 		}
-		coord, err := twopc.New(j.coordCfg, led, sinks, j.log.With("part", "twopc"))
-		if err != nil {
-			src.Close()
-			return err
-		}
-		err = coord.Run(ctx, src)
-		src.Close()
-		switch {
-		case err == nil || ctx.Err() != nil && errors.Is(err, context.Canceled):
+		err = j.runOnce(ctx, led, sinks, mcfg, token)
+		if err == nil || ctx.Err() != nil {
 			return nil
-		case errors.Is(err, twopc.ErrRestart):
-			j.log.Warn("restarting from the last committed position", "err", err, "after", backoff)
-		default:
+		}
+		if terminal(err) || restarts >= maxRestarts {
 			return markInDoubt(err)
 		}
+		restarts++
+		wait := restartBackoff(restarts)
+		j.log.Warn("the stream stopped; restarting from the last committed position",
+			"err", err, "attempt", restarts, "of", maxRestarts, "after", wait)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
+}
+
+// maxRestarts is how many times in a row the job restarts after a failure
+// that made no progress before it gives up and exits with the error.
+const maxRestarts = 6
+
+func restartBackoff(n int) time.Duration {
+	return min(time.Duration(1<<min(n-1, 6))*500*time.Millisecond, 30*time.Second)
+}
+
+// runOnce opens the source at token and streams until an error or ctx ends.
+func (j *job) runOnce(ctx context.Context, led *ledger.Ledger, sinks []twopc.Sink, mcfg merge.Config, token change.Token) error {
+	src, err := merge.Open(ctx, mcfg, token, j.log.With("part", "source"))
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	coord, err := twopc.New(j.coordCfg, led, sinks, j.log.With("part", "twopc"))
+	if err != nil {
+		return err
+	}
+	return coord.Run(ctx, src)
+}
+
+// terminal reports errors a restart cannot cure: the operator must act.
+func terminal(err error) bool {
+	for _, e := range []error{
+		twopc.ErrInDoubt, twopc.ErrProtocol,
+		merge.ErrPrerequisite, merge.ErrBinlogPurged, merge.ErrDuplicateServerID,
+		merge.ErrIncompatibleSchema, merge.ErrNoShards, merge.ErrBadToken,
+		ledger.ErrLocked, ledger.ErrDamaged,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var u usageError
+	return errors.As(err, &u)
 }
 
 func indent(s string) string {
