@@ -220,7 +220,9 @@ func checkPrerequisites(c *client.Conn, cfg *Config, flavor string) error {
 		vars[strings.ToLower(r[0])] = strings.ToUpper(r[1])
 	}
 	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrPrerequisite}, a...)...)) }
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrPrerequisite}, a...)...))
+	}
 	if v := vars["log_bin"]; v != "ON" && v != "1" {
 		bad("binary logging is off (log_bin=%s): start the server with --log-bin=mysql-bin and a non-zero --server-id", v)
 	} else {

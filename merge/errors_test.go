@@ -86,6 +86,8 @@ func TestPurgedBinlogAndDuplicateServerID(t *testing.T) {
 	src, err := Open(t.Context(), cfg, nil, nil)
 	require.NoError(t, err)
 	c := newConsumer(t)
+	// A change makes sure the binlog reader is connected.
+	require.NoError(t, m.Exec("INSERT INTO emp_1.employees_1 VALUES (3,'1990-01-01','A','B','M','2020-01-01')"))
 	end := currentPos(t, m)
 	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
 

@@ -1,9 +1,11 @@
 package merge
 
 import (
-	mysqlpkg "github.com/go-mysql-org/go-mysql/mysql"
 	"context"
 	"fmt"
+	mysqlpkg "github.com/go-mysql-org/go-mysql/mysql"
+	"io"
+	"log/slog"
 	"strconv"
 	"testing"
 	"time"
@@ -182,6 +184,9 @@ func (c *consumer) strState() testenv.MergedState {
 }
 
 func mysqlPos(p binPos) mysqlPosition { return mysqlPosition{Name: p.File, Pos: p.Pos} }
+
 type mysqlPosition = mysqlpkg.Position
 
 type mysqlError = mysqlpkg.MyError
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -237,7 +237,7 @@ func widenString(a, b colType) colType {
 // isRow: information_schema row for one column.
 type infoColumn struct {
 	name, dataType, columnType, nullable, charset string
-	charLen, numPrec, numScale, dtPrec          int64
+	charLen, numPrec, numScale, dtPrec            int64
 }
 
 func colTypeFromInfo(c infoColumn) (colType, error) {
@@ -279,7 +279,7 @@ func colTypeFromInfo(c infoColumn) (colType, error) {
 	return t, nil
 }
 
-// parseElems reads the labels of "enum('a','b''c')".
+// parseElems reads the labels of "enum('a','b”c')".
 func parseElems(columnType string) ([]string, error) {
 	open := strings.IndexByte(columnType, '(')
 	closeAt := strings.LastIndexByte(columnType, ')')

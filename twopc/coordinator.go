@@ -307,8 +307,10 @@ func (c *Coordinator) Run(ctx context.Context, src Source) error {
 
 	r := &run{c: c, work: work, jobs: make(chan job), failed: make(chan struct{}), done: make(chan struct{}), lastResume: resume}
 	wg.Go(r.commitLoop)
-	err = r.stream(ctx, events, next, resume)
-	close(r.jobs)
+	err = func() error {
+		defer close(r.jobs) // also on a panic, so that the committer and wg.Wait end
+		return r.stream(ctx, events, next, resume)
+	}()
 	<-r.done
 	if cerr := r.err(); cerr != nil && !errors.Is(err, cerr) {
 		err = errors.Join(err, cerr)
@@ -595,6 +597,9 @@ func (r *run) applySchema(ts *change.TableSchema) error {
 func (r *run) abortEpoch(cur *epoch, reason string) bool {
 	c := r.c
 	for i, t := range cur.txns {
+		if t == nil {
+			continue // Begin failed on this sink
+		}
 		if err := t.Abort(r.work); err != nil {
 			c.log.Warn("aborting epoch on sink failed; recovery will abort by label", "epoch", cur.n, "sink", c.sinks[i].Name(), "err", err)
 		}

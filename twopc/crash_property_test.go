@@ -85,7 +85,7 @@ func TestPropertyCrashRestart(t *testing.T) {
 			var calls atomic.Int64
 			crashAt := int64(1 + rng.IntN(40))
 			afterEffect := rng.IntN(2) == 0
-			expire := rng.IntN(4) == 0
+			expire := rng.IntN(2) == 0
 			var once sync.Once
 			crash := func() error {
 				once.Do(func() {
@@ -151,4 +151,3 @@ func expireUncommittedEpochs(sinks [2]*twopctest.Sink) {
 		}
 	}
 }
-

@@ -3,6 +3,7 @@ package twopc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -362,7 +363,8 @@ func (rv *resolver) settle(ctx context.Context, it PlanItem) error {
 		if err == nil {
 			return rv.mark(ctx, it, ledger.StateCommitted, "")
 		}
-		if _, ok := err.(*RewindError); !ok { //nolint:errorlint // judge returns the bare type
+		var rw *RewindError
+		if !errors.As(err, &rw) {
 			return err
 		}
 		if err := rv.checkRewind(it); err != nil {

@@ -51,18 +51,18 @@ func shardsyncBinary(t *testing.T) string {
 type child struct {
 	cmd  *exec.Cmd
 	out  *lockedBuffer
-	done chan error
+	done chan struct{} // closed when the process has exited
 }
 
 func startChild(t *testing.T, args []string, env ...string) *child {
 	t.Helper()
-	c := &child{out: &lockedBuffer{}, done: make(chan error, 1)}
+	c := &child{out: &lockedBuffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command(shardsyncBinary(t), args...)
 	c.cmd.Env = append(os.Environ(), env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(t, c.cmd.Start())
-	go func() { c.done <- c.cmd.Wait() }()
+	go func() { _ = c.cmd.Wait(); close(c.done) }()
 	return c
 }
 
@@ -80,6 +80,11 @@ func (c *child) kill(t *testing.T) {
 // stop sends SIGTERM and returns the exit code.
 func (c *child) stop(t *testing.T) int {
 	t.Helper()
+	// The signal handler is installed before the job prints its header;
+	// a SIGTERM before that would kill the process, as for any program.
+	for i := 0; i < 300 && !c.exited() && !strings.Contains(c.out.String(), "shardsync: label prefix"); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:
@@ -90,11 +95,10 @@ func (c *child) stop(t *testing.T) int {
 	return c.cmd.ProcessState.ExitCode()
 }
 
-// exited reports whether the child ended by itself.
+// exited reports whether the child has ended.
 func (c *child) exited() bool {
 	select {
-	case err := <-c.done:
-		c.done <- err
+	case <-c.done:
 		return true
 	default:
 		return false
@@ -105,8 +109,18 @@ func (c *child) exited() bool {
 // testenv.MergedState so the two compare directly.
 func targetState(t *testing.T, emu *dorisemu.Emulator, db, table string) testenv.MergedState {
 	t.Helper()
-	rows, err := emu.Rows(db, table)
+	st, err := tryTargetState(t, emu, db, table)
 	require.NoError(t, err)
+	return st
+}
+
+// tryTargetState is targetState for a target that may not exist yet.
+func tryTargetState(t *testing.T, emu *dorisemu.Emulator, db, table string) (testenv.MergedState, error) {
+	t.Helper()
+	rows, err := emu.Rows(db, table)
+	if err != nil {
+		return nil, err
+	}
 	st := testenv.MergedState{}
 	for _, r := range rows {
 		k := testenv.MergedKey{DB: fmt.Sprint(r["database_name"]), Table: fmt.Sprint(r["table_name"]), Key: toInt(t, r["emp_no"])}
@@ -116,7 +130,7 @@ func targetState(t *testing.T, emu *dorisemu.Emulator, db, table string) testenv
 		}
 		st[k] = vals
 	}
-	return st
+	return st, nil
 }
 
 func toInt(t *testing.T, v any) int64 {
@@ -187,3 +201,104 @@ func bufferTail(s string, n int) string {
 }
 
 func freeLoopbackPort() (int, error) { return testenv.FreePort("127.0.0.1") }
+
+// rig is a source, a Doris emulator and the arguments of a shardsync child
+// that merges the source's shards into rigDB.rigTable.
+type rig struct {
+	m    *testenv.MariaDB
+	emu  *dorisemu.Emulator
+	spec testenv.ShardSpec
+	dir  string
+	args []string
+	runs []*child
+}
+
+const (
+	rigDB    = "crash"
+	rigTable = "merged"
+)
+
+func newRig(t *testing.T, spec testenv.ShardSpec, emuOpts dorisemu.Options, extra ...string) *rig {
+	t.Helper()
+	r := &rig{spec: spec, dir: t.TempDir()}
+	r.m = testenv.StartMariaDB(t, testenv.MariaDBOptions{})
+	require.NoError(t, spec.Create(t.Context(), r.m))
+	var err error
+	r.emu, err = dorisemu.Start(emuOpts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.emu.Close() })
+	r.args = append([]string{
+		"--sources", spec.DBPrefix + "[0-9]+", "--tables", "employees_[0-9]+", "--target", rigDB + "." + rigTable,
+		"--mysql", r.m.Addr(), "--doris-fe", r.emu.FEHTTPAddr(), "--doris-query", r.emu.QueryAddr(),
+		"--ledger", filepath.Join(r.dir, "job.ledger"), "--checkpoint-interval", "150ms",
+		"--server-id", "777", "--log-level", "debug",
+	}, extra...)
+	t.Cleanup(func() {
+		for _, c := range r.runs {
+			if !c.exited() {
+				c.kill(t)
+			}
+		}
+		if t.Failed() {
+			for i, c := range r.runs {
+				t.Logf("run %d output (tail):\n%s", i, bufferTail(c.out.String(), 40))
+			}
+		}
+	})
+	return r
+}
+
+// start runs the shardsync binary with the rig's arguments.
+func (r *rig) start(t *testing.T) *child {
+	t.Helper()
+	c := startChild(t, r.args)
+	r.runs = append(r.runs, c)
+	return c
+}
+
+// source reads the merged state the target must reach.
+func (r *rig) source(t *testing.T) testenv.MergedState {
+	t.Helper()
+	st, err := testenv.ReadMergedState(t.Context(), r.m, r.spec)
+	require.NoError(t, err)
+	return st
+}
+
+// waitConverged waits until the target equals want while c runs.
+func (r *rig) waitConverged(t *testing.T, c *child, want testenv.MergedState, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got, err := tryTargetState(t, r.emu, rigDB, rigTable)
+		ok, diff := sameState(want, got)
+		if ok {
+			return
+		}
+		if err != nil {
+			diff = err.Error()
+		}
+		require.False(t, c.exited(), "shardsync exited:\n%s", bufferTail(c.out.String(), 30))
+		if time.Now().After(deadline) {
+			t.Fatalf("target did not converge to the source within %s:\n%s", within, diff)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+// requireExactlyOnce checks that no row operation was applied twice and
+// that each change of the given workloads was applied exactly once.
+func (r *rig) requireExactlyOnce(t *testing.T, results ...*testenv.WorkloadResult) int {
+	t.Helper()
+	all := appliedOps(t, r.emu, rigDB, rigTable)
+	for k, n := range all {
+		require.Equal(t, 1, n, "%s was applied %d times", k, n)
+	}
+	checked := 0
+	for _, res := range results {
+		for _, k := range expectedOps(res) {
+			require.Equal(t, 1, all[k], "change %s applied %d times", k, all[k])
+			checked++
+		}
+	}
+	return checked
+}

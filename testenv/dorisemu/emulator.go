@@ -178,6 +178,7 @@ type Emulator struct {
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
+	handlers  sync.WaitGroup // in-flight HTTP handlers
 	closeOnce sync.Once
 }
 
@@ -312,6 +313,7 @@ func (e *Emulator) Close() error {
 		}
 		e.connMu.Unlock()
 		e.wg.Wait()
+		e.handlers.Wait() // cut loads record their rollback before the journal closes
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		if e.journal != nil {

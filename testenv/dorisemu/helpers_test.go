@@ -75,8 +75,13 @@ func decodeLoad(t *testing.T, body []byte) loadResp {
 // beLoad sends a stream load straight to the BE.
 func beLoad(t *testing.T, e *Emulator, table, label, body string, hdr map[string]string) loadResp {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut,
-		fmt.Sprintf("http://%s/api/demo/%s/_stream_load", e.BEHTTPAddr(), table), strings.NewReader(body))
+	return beLoadPath(t, e, "/api/demo/"+table+"/_stream_load", label, body, hdr)
+}
+
+// beLoadPath sends a stream load to path on the BE.
+func beLoadPath(t *testing.T, e *Emulator, path, label, body string, hdr map[string]string) loadResp {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, "http://"+e.BEHTTPAddr()+path, strings.NewReader(body))
 	require.NoError(t, err)
 	req.SetBasicAuth("root", "")
 	req.Header.Set("Expect", "100-continue")

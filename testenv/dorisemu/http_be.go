@@ -22,6 +22,9 @@ type beConn struct {
 	conn net.Conn
 	brw  *bufio.ReadWriter
 	done bool
+	// bodyRead is set once the request body was read to its end; a reply
+	// sent before that closes the connection (see reply).
+	bodyRead bool
 }
 
 func (c *beConn) hijack() error {
@@ -58,6 +61,12 @@ func (c *beConn) reply(body []byte, contentType string) {
 	}
 	c.done = true
 	if c.conn == nil {
+		if !c.bodyRead && c.r.Method == http.MethodPut {
+			// Replying before the body was read (label conflict, bad
+			// headers): close the connection instead of letting net/http
+			// drain an endless chunked upload before the reply goes out.
+			c.w.Header().Set("Connection", "close")
+		}
 		c.w.Header().Set("Content-Type", contentType)
 		c.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		c.w.WriteHeader(http.StatusOK)
@@ -92,6 +101,8 @@ func (c *beConn) reset() error {
 }
 
 func (e *Emulator) serveBE(w http.ResponseWriter, r *http.Request) {
+	e.handlers.Add(1)
+	defer e.handlers.Done()
 	parts := splitAPIPath(r.URL.Path)
 	e.log.Debug("be request", "method", r.Method, "path", r.URL.Path)
 	switch {
@@ -259,6 +270,7 @@ func (e *Emulator) beStreamLoad(w http.ResponseWriter, r *http.Request, dbName, 
 	res := &loadResult{}
 	err := readBody(cr, plan, res)
 	rep.Read = time.Since(readStart)
+	c.bodyRead = err == nil
 	res.stats.Bytes = cr.n
 	rep.stats = res.stats
 	if err != nil {
@@ -360,7 +372,7 @@ func (e *Emulator) be2PC(w http.ResponseWriter, r *http.Request, dbName string) 
 		writeFault(w, st)
 		return
 	}
-	c := &beConn{w: w, r: r}
+	c := &beConn{w: w, r: r, bodyRead: r.ContentLength == 0}
 	reply := func(status, msg string) { c.reply(twoPCBody(status, msg), replyContentType) }
 	user, pass, ok := r.BasicAuth()
 	if !ok {

@@ -50,6 +50,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // restBaseResult is the FE's RestBaseResult {"status":"FAILED","msg":...}.
 func writeRestFailed(w http.ResponseWriter, msg string) {
+	w.Header().Set("Connection", "close") // the unread PUT body must not be drained first
 	writeJSON(w, struct {
 		Status string `json:"status"`
 		Msg    string `json:"msg"`
@@ -76,6 +77,8 @@ func (e *Emulator) feAuth(w http.ResponseWriter, r *http.Request) (user, pass st
 }
 
 func (e *Emulator) serveFE(w http.ResponseWriter, r *http.Request) {
+	e.handlers.Add(1)
+	defer e.handlers.Done()
 	parts := splitAPIPath(r.URL.Path)
 	e.log.Debug("fe request", "method", r.Method, "path", r.URL.Path)
 	switch {
@@ -113,6 +116,7 @@ func (e *Emulator) redirectToBE(w http.ResponseWriter, r *http.Request, user, pa
 	u := url.URL{Scheme: "http", User: url.UserPassword(user, pass), Host: e.beAddr, Path: r.URL.Path}
 	loc := u.String() + "?" + r.URL.RawQuery
 	w.Header().Set("Location", loc)
+	w.Header().Set("Connection", "close")
 	w.Header().Set("Content-Type", "text/html;charset=utf-8")
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusTemporaryRedirect)

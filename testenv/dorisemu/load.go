@@ -330,6 +330,7 @@ func readCSVLine(p *loadPlan, res *loadResult, line []byte) {
 		if len(fields) > len(p.src) {
 			cmp = "more"
 		}
+		res.stats.Total++
 		res.filter(fmt.Sprintf("actual column number in csv file is %s than schema column number.actual number: %d, schema column number: %d; line delimiter: [%s], column separator: [%s]",
 			cmp, len(fields), len(p.src), strconv.Quote(string(p.delim)), strconv.Quote(string(p.sep))), string(line))
 		return
@@ -363,6 +364,7 @@ func decodeJSON(b []byte) (any, error) {
 func readJSONLine(p *loadPlan, res *loadResult, line []byte) {
 	v, err := decodeJSON(line)
 	if err != nil {
+		res.stats.Total++
 		res.filter(fmt.Sprintf("Parse json data for JsonDoc failed. code: 3, error info: %v", err), string(line))
 		return
 	}
@@ -375,12 +377,14 @@ func jsonValue(p *loadPlan, res *loadResult, v any, src []byte) {
 		jsonRow(p, res, x, src)
 	case []any:
 		if !p.stripOuter {
+			res.stats.Total++
 			res.filter("JSON data is array-object, `strip_outer_array` must be TRUE.", string(src))
 			return
 		}
 		for _, el := range x {
 			obj, ok := el.(map[string]any)
 			if !ok {
+				res.stats.Total++
 				res.filter("Expected value to be an object", string(src))
 				continue
 			}
@@ -388,6 +392,7 @@ func jsonValue(p *loadPlan, res *loadResult, v any, src []byte) {
 			jsonRow(p, res, obj, b)
 		}
 	default:
+		res.stats.Total++
 		res.filter("Expected value to be an object or an array", string(src))
 	}
 }

@@ -349,8 +349,8 @@ func TestReplyBeforeBody(t *testing.T) {
 // and checks that the heap stays flat (no whole-body buffering).
 func TestStreamingFlatMemory(t *testing.T) {
 	e := startEmu(t, Options{CountOnly: true})
-	const total = 96 << 20
-	line := []byte("123456\tsome-name\t1.25\t2024-01-02\n")
+	const total = 32 << 20
+	line := []byte("123456\tsomename\t1.25\t2024-01-02\n")
 	pr, pw := io.Pipe()
 	go func() {
 		var sent int
@@ -391,7 +391,7 @@ func TestStreamingFlatMemory(t *testing.T) {
 	req.SetBasicAuth("root", "")
 	req.Header.Set("label", "big")
 	req.Header.Set("two_phase_commit", "true")
-	resp, err := noRedirectClient().Do(req)
+	resp, err := (&http.Client{}).Do(req)
 	require.NoError(t, err)
 	b, err := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
@@ -400,7 +400,7 @@ func TestStreamingFlatMemory(t *testing.T) {
 	require.NoError(t, err)
 	r := decodeLoad(t, b)
 	require.Equal(t, "Success", r.str("Status"), r.Raw)
-	require.Greater(t, r.num("LoadBytes"), int64(total))
+	require.GreaterOrEqual(t, r.num("LoadBytes"), int64(total))
 	require.Equal(t, r.num("LoadBytes")/int64(len(line)), r.num("NumberLoadedRows"))
-	require.Less(t, peak.Load(), uint64(48<<20), "heap grew with the body: not streamed")
+	require.Less(t, peak.Load(), uint64(20<<20), "heap grew with the body: not streamed")
 }
