@@ -226,9 +226,19 @@ func (r *binlogReader) connect(ctx context.Context) error {
 }
 
 func (r *binlogReader) loop(ctx context.Context, attempt *int) error {
+	timeout := r.s.sh.cfg.ReadTimeout
 	for {
-		ev, err := r.st.GetEvent(ctx)
+		// A watchdog of our own: go-mysql's ReadTimeout does not cover
+		// every way a dump stream can go silent (seen when a replica with
+		// the same server id had just been closed). The server sends a
+		// heartbeat every Heartbeat when idle, so silence is death.
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		ev, err := r.st.GetEvent(wctx)
+		cancel()
 		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("no binlog event or heartbeat for %s: the connection is dead", timeout)
+			}
 			return err
 		}
 		*attempt = 0
@@ -281,6 +291,7 @@ func (r *binlogReader) handle(ctx context.Context, ev *replication.BinlogEvent) 
 		if !r.inTxn {
 			return r.progress(ctx, true)
 		}
+		r.s.sh.log.Debug("heartbeat inside a transaction", "gtid", r.txnGTID, "start", r.txnStart.String())
 	}
 	return nil
 }

@@ -116,7 +116,13 @@ func TestPurgedBinlogAndDuplicateServerID(t *testing.T) {
 	require.NoError(t, m.Exec("INSERT INTO emp_1.employees_1 VALUES (1,'1990-01-01','A','B','M','2020-01-01')", "FLUSH BINARY LOGS",
 		"INSERT INTO emp_1.employees_1 VALUES (2,'1990-01-01','A','B','M','2020-01-01')", "FLUSH BINARY LOGS"))
 	last := currentPos(t, m)
-	require.NoError(t, m.Exec(fmt.Sprintf("PURGE BINARY LOGS TO '%s'", last.File)))
+	// A dump thread still closing may hold the old file: purge until gone.
+	require.Eventually(t, func() bool {
+		require.NoError(t, m.Exec(fmt.Sprintf("PURGE BINARY LOGS TO '%s'", last.File)))
+		rows, err := m.Query("SHOW BINARY LOGS")
+		require.NoError(t, err)
+		return rows[0][0] == last.File
+	}, 10*time.Second, 100*time.Millisecond)
 	_, err = Open(t.Context(), cfg, tok, nil)
 	require.ErrorIs(t, err, ErrBinlogPurged)
 	require.Contains(t, err.Error(), "without a resume token")

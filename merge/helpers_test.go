@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,12 +17,11 @@ import (
 	"github.com/shardsync/shardsync/testenv"
 )
 
-var nextServerID uint32 = 100
+var nextServerID atomic.Uint32
 
 func testConfig(t testing.TB, m *testenv.MariaDB, routes ...Route) Config {
 	t.Helper()
-	nextServerID++
-	cfg := Config{Addr: m.Addr(), User: m.User(), Password: m.Password(), ServerID: 1000 + nextServerID,
+	cfg := Config{Addr: m.Addr(), User: m.User(), Password: m.Password(), ServerID: 1100 + nextServerID.Add(1),
 		Routes: routes, Heartbeat: 200 * time.Millisecond, ReadTimeout: 3 * time.Second, ChunkSize: 100, Readers: 2,
 		ConnectRetries: 2, RetryBackoff: 50 * time.Millisecond}
 	return cfg
@@ -137,7 +137,7 @@ func (c *consumer) crash() { c.pending = nil }
 // deadline passes.
 func (c *consumer) run(ctx context.Context, src *Source, stop func() bool) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 100*time.Second)
 	defer cancel()
 	for {
 		ev, err := src.Next(ctx)

@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/go-mysql-org/go-mysql/client"
-	"github.com/go-mysql-org/go-mysql/mysql"
 
 	"github.com/shardsync/shardsync/change"
 )
@@ -366,5 +365,3 @@ func (s *Source) setProgressDone() {
 		p.Done = true
 	}
 }
-
-var _ = mysql.MariaDBFlavor

@@ -5,7 +5,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/shardsync/shardsync/change"
 	"github.com/shardsync/shardsync/testenv"
 )
 
@@ -58,5 +57,4 @@ func TestTutorialShards(t *testing.T) {
 		}
 	}
 	require.True(t, found)
-	_ = change.Insert
 }

@@ -280,10 +280,15 @@ func (m *MariaDB) tailLog(n int) string {
 	return lastLines(string(b), n)
 }
 
+// utf8mb4 makes a connection speak utf8mb4: go-mysql's default handshake
+// collation is unknown to MariaDB, which then falls back to latin1 and
+// stores non-ASCII text garbled.
+func utf8mb4(c *client.Conn) error { return c.SetCollation("utf8mb4_general_ci") }
+
 // Connect opens a new client connection as root, with db as the default
-// database (may be empty).
+// database (may be empty), speaking utf8mb4.
 func (m *MariaDB) Connect(db string) (*client.Conn, error) {
-	c, err := client.Connect(m.Addr(), "root", "", db)
+	c, err := client.Connect(m.Addr(), "root", "", db, utf8mb4)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to MariaDB at %s: %w", m.Addr(), err)
 	}

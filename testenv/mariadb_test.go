@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"encoding/hex"
+	"strings"
 	"sync"
 	"testing"
 
@@ -90,4 +92,15 @@ func TestMissingBinariesError(t *testing.T) {
 	_, _, err := findMariaDBIn(t.TempDir())
 	require.ErrorIs(t, err, ErrNoMariaDB)
 	require.Contains(t, err.Error(), "apt-get install -y mariadb-server")
+}
+
+func TestConnectSpeaksUTF8MB4(t *testing.T) {
+	t.Parallel()
+	m := StartMariaDB(t, MariaDBOptions{})
+	const text = "Zoë 😀 漢字"
+	require.NoError(t, m.Exec("CREATE DATABASE u", "CREATE TABLE u.t (s VARCHAR(20) CHARACTER SET utf8mb4)", "INSERT INTO u.t VALUES ('"+text+"')"))
+	rows, err := m.Query("SELECT s, HEX(s) FROM u.t")
+	require.NoError(t, err)
+	require.Equal(t, text, rows[0][0])
+	require.Equal(t, strings.ToUpper(hex.EncodeToString([]byte(text))), rows[0][1], "stored as UTF-8, not double-encoded latin1")
 }

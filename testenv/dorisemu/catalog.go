@@ -385,6 +385,14 @@ func convertValue(t colType, raw any) (any, error) {
 
 func parseDateTime(s string) (time.Time, bool) {
 	s = strings.TrimSpace(s)
+	// A plain date is the common case; only "2006-01-02" below can match
+	// 10 characters, so trying it first changes no result and saves the
+	// failed attempts (each allocates an error).
+	if len(s) == 10 {
+		if tm, err := time.Parse(time.DateOnly, s); err == nil {
+			return tm, true
+		}
+	}
 	for _, layout := range []string{
 		"2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05",
 		"2006-01-02T15:04:05", "2006-01-02T15:04:05Z07:00", "2006-01-02", "20060102", "20060102150405",

@@ -362,6 +362,10 @@ func decodeJSON(b []byte) (any, error) {
 }
 
 func readJSONLine(p *loadPlan, res *loadResult, line []byte) {
+	if vals, present, ok := flatJSONRow(p, line); ok {
+		buildRow(p, res, string(line), func(i int) (any, bool) { return vals[i], present[i] })
+		return
+	}
 	v, err := decodeJSON(line)
 	if err != nil {
 		res.stats.Total++
