@@ -73,8 +73,8 @@ func expectedOps(res *testenv.WorkloadResult) []opKey {
 }
 
 // TestCrashRecoveryExactlyOnce runs the real shardsync binary against a
-// real MariaDB and the Doris emulator (which lives in this process, so its
-// state outlives the child), SIGKILLs it at random moments while a random
+// real MariaDB and the Doris and MaxCompute emulators (which live in this
+// process, so their state outlives the child), SIGKILLs it at random moments while a random
 // workload runs, restarts it each time, and then checks that the target
 // equals the merged source and that every change was applied exactly once.
 func TestCrashRecoveryExactlyOnce(t *testing.T) {
@@ -93,6 +93,7 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 
 	spec := testenv.ShardSpec{DBPrefix: "cemp_", Databases: 2, Tables: 2, Rows: 3000, Seed: seed}
 	r := newRig(t, spec, dorisemu.Options{}, "--chunk-size", "250")
+	r.withMaxCompute(t) // both sinks in the same epochs: each must end exact
 	crashLoop := func(kills int) {
 		for range kills {
 			c := r.start(t)

@@ -18,8 +18,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/shardsync/shardsync/maxcompute"
 	"github.com/shardsync/shardsync/testenv"
 	"github.com/shardsync/shardsync/testenv/dorisemu"
+	"github.com/shardsync/shardsync/testenv/mcemu"
 )
 
 var (
@@ -207,9 +209,11 @@ func freeLoopbackPort() (int, error) { return testenv.FreePort("127.0.0.1") }
 type rig struct {
 	m    *testenv.MariaDB
 	emu  *dorisemu.Emulator
+	mc   *mcemu.Emulator // nil unless withMaxCompute
 	spec testenv.ShardSpec
 	dir  string
 	args []string
+	env  []string
 	runs []*child
 }
 
@@ -248,10 +252,48 @@ func newRig(t *testing.T, spec testenv.ShardSpec, emuOpts dorisemu.Options, extr
 	return r
 }
 
+// withMaxCompute adds a MaxCompute emulator as a second sink of the job:
+// both sinks take part in the same epochs.
+func (r *rig) withMaxCompute(t *testing.T) {
+	t.Helper()
+	r.mc = mcemu.New(mcemu.Options{})
+	t.Cleanup(r.mc.Close)
+	r.args = append(r.args, "--sink", "doris,maxcompute", "--maxcompute-endpoint", r.mc.Endpoint(),
+		"--maxcompute-project", r.mc.Project(), "--maxcompute-access-id", r.mc.AccessID(), "--maxcompute-buckets", "4")
+	r.env = append(r.env, maxcompute.EnvAccessKey+"="+r.mc.AccessKey())
+}
+
+// mcTargetState renders the MaxCompute target like targetState.
+func mcTargetState(t *testing.T, emu *mcemu.Emulator, table string) (testenv.MergedState, error) {
+	t.Helper()
+	ti, ok := emu.Table(table)
+	if !ok {
+		return nil, fmt.Errorf("maxcompute table %s does not exist yet", table)
+	}
+	st := testenv.MergedState{}
+	for _, row := range emu.Rows(table) {
+		r := map[string]any{}
+		for i, c := range ti.Columns {
+			v := row[i]
+			if tm, ok := v.(time.Time); ok {
+				v = tm.Format(time.DateOnly)
+			}
+			r[c.Name] = v
+		}
+		k := testenv.MergedKey{DB: render(r["database_name"]), Table: render(r["table_name"]), Key: toInt(t, r["emp_no"])}
+		vals := map[string]string{}
+		for _, c := range testenv.Columns {
+			vals[c] = render(r[c])
+		}
+		st[k] = vals
+	}
+	return st, nil
+}
+
 // start runs the shardsync binary with the rig's arguments.
 func (r *rig) start(t *testing.T) *child {
 	t.Helper()
-	c := startChild(t, r.args)
+	c := startChild(t, r.args, r.env...)
 	r.runs = append(r.runs, c)
 	return c
 }
@@ -271,11 +313,19 @@ func (r *rig) waitConverged(t *testing.T, c *child, want testenv.MergedState, wi
 	for {
 		got, err := tryTargetState(t, r.emu, rigDB, rigTable)
 		ok, diff := sameState(want, got)
-		if ok {
-			return
-		}
 		if err != nil {
 			diff = err.Error()
+		}
+		if ok && r.mc != nil {
+			got, err = mcTargetState(t, r.mc, rigTable)
+			ok, diff = sameState(want, got)
+			if err != nil {
+				diff = err.Error()
+			}
+			diff = "maxcompute: " + diff
+		}
+		if ok {
+			return
 		}
 		require.False(t, c.exited(), "shardsync exited:\n%s", bufferTail(c.out.String(), 30))
 		if time.Now().After(deadline) {
