@@ -1,7 +1,6 @@
 package merge
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -61,13 +60,10 @@ func routeOf(routes []Route, t change.TableID) int {
 }
 
 type foundTable struct {
-	id      change.TableID
-	route   int
-	rows    int64
-	engine  string
-	cols    []shardCol
-	key     []string
-	keyType []colType
+	id     change.TableID
+	route  int
+	rows   int64
+	engine string
 }
 
 // listTables returns every base table matched by a route, sorted.
@@ -331,8 +327,6 @@ func (s *Source) updateShard(sh *shard, cols []shardCol, key []string, stmt stri
 	}
 	return changes, nil
 }
-
-func (s *Source) dialCtx(ctx context.Context) (*client.Conn, error) { return s.sh.dial(ctx, "") }
 
 // checkBinlogKept fails fast when the binlog file a token resumes from has
 // been purged (the stream would fail with ERROR 1236 anyway).

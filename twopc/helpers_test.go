@@ -59,14 +59,6 @@ func makeScript(n int) *script {
 	return s
 }
 
-func (s *script) totalRows() int {
-	n := 0
-	for _, t := range s.txns {
-		n += len(t.rows)
-	}
-	return n
-}
-
 func tokenOf(i int) change.Token { return change.Token("t" + strconv.Itoa(i)) }
 
 func indexOf(t *testing.T, tok change.Token) int {

@@ -107,16 +107,8 @@ func (c *child) exited() bool {
 	}
 }
 
-// targetState renders the emulator's visible target rows like
+// tryTargetState renders the emulator's visible target rows like
 // testenv.MergedState so the two compare directly.
-func targetState(t *testing.T, emu *dorisemu.Emulator, db, table string) testenv.MergedState {
-	t.Helper()
-	st, err := tryTargetState(t, emu, db, table)
-	require.NoError(t, err)
-	return st
-}
-
-// tryTargetState is targetState for a target that may not exist yet.
 func tryTargetState(t *testing.T, emu *dorisemu.Emulator, db, table string) (testenv.MergedState, error) {
 	t.Helper()
 	rows, err := emu.Rows(db, table)

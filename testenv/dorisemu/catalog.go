@@ -182,13 +182,6 @@ func (t *table) keyIdx() []int {
 	return idx
 }
 
-func (t *table) rowCount() int {
-	if t.KeysType == KeysUnique {
-		return len(t.uniq)
-	}
-	return len(t.dup)
-}
-
 // sortedRows returns the visible rows ordered by the key columns (stable, so
 // duplicate-key rows with equal keys keep their load order).
 func (t *table) sortedRows() [][]any {

@@ -122,13 +122,6 @@ func (p *parser) acceptWords(ws ...string) bool {
 	return true
 }
 
-func (p *parser) expectWords(ws ...string) error {
-	if !p.acceptWords(ws...) {
-		return p.errorf("expected %q", strings.Join(ws, " "))
-	}
-	return nil
-}
-
 func (p *parser) expectPunct(s string) error {
 	if !p.isPunct(s) {
 		return p.errorf("expected %q", s)
