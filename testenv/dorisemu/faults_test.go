@@ -1,6 +1,7 @@
 package dorisemu
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -93,7 +94,8 @@ func TestFaults(t *testing.T) {
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, "http://"+e.BEHTTPAddr()+"/api/demo/users/_stream_load", strings.NewReader(""))
 		require.NoError(t, err)
 		_, err = noRedirectClient().Do(req)
-		require.ErrorIs(t, err, syscall.ECONNREFUSED)
+		// A closed port refuses; a connect racing the close may be reset.
+		require.True(t, errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET), "BE down: %v", err)
 		m := feGet(t, e, "/api/backends?is_alive=true")
 		require.Equal(t, map[string]any{"backends": []any{}}, m["data"])
 		req, _ = http.NewRequestWithContext(t.Context(), http.MethodPut, "http://"+e.FEHTTPAddr()+"/api/demo/users/_stream_load", strings.NewReader(""))

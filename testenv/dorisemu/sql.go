@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/server"
@@ -463,12 +464,67 @@ func (e *Emulator) tableOf(db, name string) (*table, error) {
 	return t, nil
 }
 
+// resultset builds a text result set. It does not use
+// mysql.BuildSimpleTextResultset: that takes a pooled Resultset whose Fields
+// go-mysql v1.16.0 does not clear, so in a process that is also a go-mysql
+// client (tests, the demo) a stale field type from an earlier result makes
+// it fail with "row types aren't consistent". A column whose values mix
+// types is typed as a string.
 func resultset(names []string, rows [][]any) (*mysql.Result, error) {
-	rs, err := mysql.BuildSimpleTextResultset(names, rows)
-	if err != nil {
-		return nil, userErr(mysql.ER_UNKNOWN_ERROR, "building result set: %v", err)
+	rs := &mysql.Resultset{Fields: make([]*mysql.Field, len(names)), FieldNames: make(map[string]int, len(names))}
+	for j, name := range names {
+		f := &mysql.Field{Name: []byte(name), Type: mysql.MYSQL_TYPE_NULL, Charset: 33}
+		for _, r := range rows {
+			t, charset, flag, err := textFieldType(r[j])
+			if err != nil {
+				return nil, userErr(mysql.ER_UNKNOWN_ERROR, "building result set: column %s: %v", name, err)
+			}
+			switch {
+			case t == mysql.MYSQL_TYPE_NULL:
+			case f.Type == mysql.MYSQL_TYPE_NULL:
+				f.Type, f.Charset, f.Flag = t, charset, flag
+			case f.Type != t:
+				f.Type, f.Charset, f.Flag = mysql.MYSQL_TYPE_VAR_STRING, 33, 0
+			}
+		}
+		rs.Fields[j] = f
+		rs.FieldNames[name] = j
 	}
-	return mysql.NewResult(rs), nil
+	for _, r := range rows {
+		var data []byte
+		for _, v := range r {
+			b, err := mysql.FormatTextValue(v)
+			if err != nil {
+				return nil, userErr(mysql.ER_UNKNOWN_ERROR, "building result set: %v", err)
+			}
+			if b == nil {
+				data = append(data, 0xfb) // NULL
+				continue
+			}
+			data = append(data, mysql.PutLengthEncodedString(b)...)
+		}
+		rs.RowDatas = append(rs.RowDatas, data)
+	}
+	return &mysql.Result{Status: 0, Resultset: rs}, nil
+}
+
+// textFieldType is the column type, charset and flags a value is sent with.
+func textFieldType(v any) (typ uint8, charset uint16, flag uint16, err error) {
+	switch v.(type) {
+	case nil:
+		return mysql.MYSQL_TYPE_NULL, 33, 0, nil
+	case int8, int16, int32, int64, int:
+		return mysql.MYSQL_TYPE_LONGLONG, 63, mysql.BINARY_FLAG, nil
+	case uint8, uint16, uint32, uint64, uint:
+		return mysql.MYSQL_TYPE_LONGLONG, 63, mysql.BINARY_FLAG | mysql.UNSIGNED_FLAG, nil
+	case float32, float64:
+		return mysql.MYSQL_TYPE_DOUBLE, 63, mysql.BINARY_FLAG, nil
+	case string, []byte:
+		return mysql.MYSQL_TYPE_VAR_STRING, 33, 0, nil
+	case time.Time:
+		return mysql.MYSQL_TYPE_DATETIME, 33, 0, nil
+	}
+	return 0, 0, 0, fmt.Errorf("unsupported value type %T", v)
 }
 
 func (e *Emulator) createDatabase(p *parser) error {

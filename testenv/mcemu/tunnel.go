@@ -535,30 +535,52 @@ func indexOf(cols []columnDef, name string) int {
 func (t *table) keyOf(row []any) string {
 	var b strings.Builder
 	for _, k := range t.pk {
-		fmt.Fprintf(&b, "%#v\x00", row[t.colIndex(k)])
+		switch v := row[t.colIndex(k)].(type) {
+		case int64:
+			b.WriteString("i")
+			b.WriteString(strconv.FormatInt(v, 10))
+		case string:
+			b.WriteString("s")
+			b.WriteString(strconv.Quote(v))
+		default:
+			fmt.Fprintf(&b, "%#v", v)
+		}
+		b.WriteByte(0)
 	}
 	return b.String()
 }
 
 // applyUpserts applies staged operations in arrival order: upsert replaces
-// the row with the same key (or appends), delete removes it.
+// the row with the same key (or appends), delete removes it. Rows keep
+// their insertion order.
 func (t *table) applyUpserts(ops []stagedOp) {
+	at := make(map[string]int, len(t.rows))
+	for i, r := range t.rows {
+		at[t.keyOf(r)] = i
+	}
+	deleted := false
 	for _, op := range ops {
 		key := t.keyOf(op.row)
-		at := -1
-		for i, r := range t.rows {
-			if t.keyOf(r) == key {
-				at = i
-				break
-			}
-		}
+		i, ok := at[key]
 		switch {
-		case op.op == 'D' && at >= 0:
-			t.rows = append(t.rows[:at], t.rows[at+1:]...)
-		case op.op == 'U' && at >= 0:
-			t.rows[at] = op.row
+		case op.op == 'D' && ok:
+			t.rows[i] = nil
+			delete(at, key)
+			deleted = true
+		case op.op == 'U' && ok:
+			t.rows[i] = op.row
 		case op.op == 'U':
+			at[key] = len(t.rows)
 			t.rows = append(t.rows, op.row)
 		}
+	}
+	if deleted {
+		kept := t.rows[:0]
+		for _, r := range t.rows {
+			if r != nil {
+				kept = append(kept, r)
+			}
+		}
+		t.rows = kept
 	}
 }

@@ -110,9 +110,35 @@ type usage struct {
 	wall    time.Duration
 }
 
-// stop sends SIGTERM, waits for a clean exit and returns the child's usage
-// over its whole life (peak RSS from the kernel's rusage, i.e. VmHWM).
+// peakRSS is the running child's VmHWM: the high-water mark of its
+// resident set since exec. (The rusage of a finished child is no use here:
+// its ru_maxrss also counts the parent's RSS, which the child shared
+// between fork and exec.)
+func (c *child) peakRSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading shardsync's peak RSS: %w", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parsing %q: %w", l, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", c.cmd.Process.Pid)
+}
+
+// stop reads the child's peak RSS, sends SIGTERM, waits for a clean exit
+// and returns the child's usage over its whole life.
 func (c *child) stop() (usage, error) {
+	hwm, err := c.peakRSS()
+	if err != nil {
+		c.kill()
+		return usage{}, err
+	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:
@@ -121,11 +147,8 @@ func (c *child) stop() (usage, error) {
 		<-c.done
 		return usage{}, fmt.Errorf("shardsync did not stop within 90s of SIGTERM; output ends:\n%s", c.out.tail(30))
 	}
-	u := usage{wall: time.Since(c.started)}
+	u := usage{wall: time.Since(c.started), peakRSS: hwm}
 	st := c.cmd.ProcessState
-	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-		u.peakRSS = ru.Maxrss * 1024
-	}
 	u.cpu = st.UserTime() + st.SystemTime()
 	if code := st.ExitCode(); code != 0 {
 		return u, fmt.Errorf("shardsync exited with %s; output ends:\n%s", st, c.out.tail(30))
@@ -169,9 +192,24 @@ func (c *child) profile(ctx context.Context, d time.Duration, file string) error
 	if err != nil {
 		return fmt.Errorf("fetching a CPU profile from %s: %w", url, err)
 	}
+	if err := save(resp, file); err != nil {
+		return err
+	}
+	// The heap in use right after the CPU profile: what holds memory.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.httpAddr+"/debug/pprof/heap", nil)
+	if err != nil {
+		return err
+	}
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		return fmt.Errorf("fetching a heap profile: %w", err)
+	}
+	return save(resp, strings.TrimSuffix(file, ".pprof")+"_heap.pprof")
+}
+
+func save(resp *http.Response, file string) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetching a CPU profile from %s: %s", url, resp.Status)
+		return fmt.Errorf("fetching %s: %s", resp.Request.URL, resp.Status)
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		return err

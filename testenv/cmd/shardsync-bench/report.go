@@ -135,7 +135,7 @@ func (rs *results) document(ctx context.Context, b *bench) string {
 	fmt.Fprintf(&d, `- 16 shards (4 databases × 4 tables of the tutorial's employees schema) merged into one Doris
   Unique Key target by the real shardsync binary, run as a child process with
   --checkpoint-interval %s and default readers (%d) and chunk size (%d). Its CPU time and peak RSS
-  (VmHWM, from the kernel's rusage of the child) are its own; MariaDB, the Doris emulator and the
+  (VmHWM of the child, read from /proc just before it is stopped) are its own; MariaDB, the Doris emulator and the
   workload run on the same machine and compete for the same CPUs.
 - The Doris emulator runs in CountOnly mode (it parses and checks every row but keeps none) for
   snapshot and binlog; every run checks that exactly the expected number of rows was committed.
