@@ -57,14 +57,18 @@ type binlogReader struct {
 	mariaGTID map[uint32]string
 	mysqlGTID mysql.GTIDSet
 
-	tmCache      map[*replication.TableMapEvent]*shard
+	// tmCache remembers the shard of the latest table map of each table
+	// id. go-mysql makes a new TableMapEvent for every table map in the
+	// binlog (one per table per transaction), so a cache keyed by the
+	// event itself would grow with the binlog.
+	tmCache      map[uint64]tmEntry
 	lastProgress time.Time
 	unreported   bool // boundaries passed since the last token emitted
 	meta         *client.Conn
 }
 
 func (s *Source) runBinlog(ctx context.Context) error {
-	r := &binlogReader{s: s, tmCache: map[*replication.TableMapEvent]*shard{}, lastProgress: time.Now()}
+	r := &binlogReader{s: s, tmCache: map[uint64]tmEntry{}, lastProgress: time.Now()}
 	defer r.close()
 	if err := r.initGTID(); err != nil {
 		return err
@@ -388,14 +392,14 @@ func rowOp(t replication.EventType) change.Op {
 // that the shard's known schema matches it and applying a schema change
 // when it does not.
 func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEvent) (*shard, error) {
-	if sh, ok := r.tmCache[tm]; ok {
-		return sh, nil
+	if e, ok := r.tmCache[tm.TableID]; ok && e.tm == tm {
+		return e.sh, nil
 	}
 	id := change.TableID{Database: string(tm.Schema), Table: string(tm.Table)}
 	sh := r.s.shards[id]
 	ri := routeOf(r.s.sh.cfg.Routes, id)
 	if sh == nil && ri < 0 {
-		r.tmCache[tm] = nil
+		r.cacheTableMap(tm, nil)
 		return nil, nil
 	}
 	cols, key, err := colsFromTableMap(tm, r.s.cs)
@@ -420,8 +424,26 @@ func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEve
 			return nil, fatal(err)
 		}
 	}
-	r.tmCache[tm] = sh
+	r.cacheTableMap(tm, sh)
 	return sh, nil
+}
+
+// tmEntry is a table map already checked and the shard it maps to (nil:
+// a table no route takes).
+type tmEntry struct {
+	tm *replication.TableMapEvent
+	sh *shard
+}
+
+// maxTableMaps bounds tmCache: table ids change as the server reopens
+// tables, so the ids seen over months are not bounded by the table count.
+const maxTableMaps = 4096
+
+func (r *binlogReader) cacheTableMap(tm *replication.TableMapEvent, sh *shard) {
+	if len(r.tmCache) >= maxTableMaps {
+		clear(r.tmCache)
+	}
+	r.tmCache[tm.TableID] = tmEntry{tm: tm, sh: sh}
 }
 
 func sameCols(a, b []shardCol) bool {

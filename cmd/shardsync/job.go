@@ -33,10 +33,12 @@ const (
 	envDorisPassword = "SHARDSYNC_DORIS_PASSWORD"
 )
 
-// jobOptions is everything a job run needs, as the user gave it.
+// jobOptions is everything a job run needs, as the user gave it: flags,
+// or a pipeline file (pipeline.go) with flags overriding it.
 type jobOptions struct {
 	sources, tables, target string
 	sinks                   string
+	name                    string
 
 	mysqlAddr, mysqlUser, mysqlPasswordFile string
 	serverID                                uint32
@@ -44,24 +46,46 @@ type jobOptions struct {
 
 	dorisFE, dorisBE, dorisUser, dorisPasswordFile, dorisQuery string
 	buckets, replication                                       int
+	dorisHeaders, dorisTableProps                              map[string]string
 
 	mcEndpoint, mcProject, mcTunnel, mcQuota, mcAccessID, mcKeyFile string
 	mcBuckets                                                       int
 	mcOptions                                                       map[string]string
 
+	routes       []routeSpec
+	routeSymbol  string
+	dbColumn     string
+	tableColumn  string
+	schemaChange string
+
 	ledgerPath, labelPrefix string
 	checkpointInterval      time.Duration
 	maxEpochRows            int
 
+	httpAddr, progress string
+	pprof              bool
+
 	logFormat, logLevel string
+
+	// Secrets given in a pipeline file (after ${ENV} substitution). They
+	// have no flag: argv is visible to every local user.
+	mysqlPassword, dorisPassword, mcAccessKey, mcStsToken string
 }
 
 func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	o.addSourceFlags(fs)
 	o.addSinkFlags(fs)
+	fs.StringVar(&o.name, "name", "", "job name shown in status and metrics (pipeline.name in a pipeline file)")
+	fs.Var(&routeFlag{&o.routes}, "route", "route rule SOURCE=SINK (repeatable): shards matching the Flink CDC 'db.table' regex SOURCE go to SINK (db.table); first matching rule wins")
+	fs.StringVar(&o.routeSymbol, "route-replace-symbol", "", "text in a --route SINK replaced by each source table's name (Flink CDC replace-symbol), e.g. '<>'")
+	fs.StringVar(&o.dbColumn, "database-column", "database_name", "name of the metadata column holding each row's source database")
+	fs.StringVar(&o.tableColumn, "table-column", "table_name", "name of the metadata column holding each row's source table")
 	fs.StringVar(&o.ledgerPath, "ledger", "", "ledger file (default: <label-prefix>.ledger in the current directory)")
 	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
 	fs.IntVar(&o.maxEpochRows, "max-epoch-rows", 500_000, "close an epoch early once it holds this many rows")
+	fs.StringVar(&o.httpAddr, "http-addr", "", "serve /metrics (Prometheus), /healthz, /readyz and /status on this host:port")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's /debug/pprof/ on --http-addr")
+	fs.StringVar(&o.progress, "progress", "auto", "snapshot progress display: auto (on a terminal), always or never")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -91,6 +115,8 @@ func (o *jobOptions) addSinkFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dorisQuery, "doris-query", "", "Doris FE MySQL-protocol host:port (9030) for creating and altering targets; without it the targets must exist")
 	fs.IntVar(&o.buckets, "doris-buckets", 10, "buckets of created Doris tables (0: BUCKETS AUTO)")
 	fs.IntVar(&o.replication, "doris-replication", 0, "replication_num of created Doris tables (0: cluster default)")
+	fs.StringToStringVar(&o.dorisHeaders, "doris-load-header", nil, "extra Stream Load header key=value (Flink CDC sink.properties.*), e.g. timeout=600")
+	fs.StringToStringVar(&o.dorisTableProps, "doris-table-property", nil, "extra PROPERTIES key=value of created Doris tables (Flink CDC table.create.properties.*)")
 	fs.StringVar(&o.mcEndpoint, "maxcompute-endpoint", "", "MaxCompute service endpoint, e.g. http://service.cn-hangzhou.maxcompute.aliyun.com/api")
 	fs.StringVar(&o.mcProject, "maxcompute-project", "", "MaxCompute project holding the targets (a target's database part is not used)")
 	fs.StringVar(&o.mcTunnel, "maxcompute-tunnel-endpoint", "", "MaxCompute tunnel endpoint (default: the one the project announces)")
@@ -117,8 +143,12 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, usagef("--log-format %q: use text or json", format)
 }
 
-// secret reads a password from a file flag or an environment variable.
-func secret(file, env, what string) (string, error) {
+// secret reads a password from a file flag, else takes the one a pipeline
+// file gave (given), else the environment variable.
+func secret(file, given, env, what string) (string, error) {
+	if given != "" && file == "" {
+		return given, nil
+	}
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -135,6 +165,7 @@ type job struct {
 	log      *slog.Logger
 	out      io.Writer
 	pats     []pattern
+	rules    []routeRule
 	target   *change.TableID
 	mysqlPW  string
 	dorisCfg *doris.Config
@@ -142,11 +173,29 @@ type job struct {
 	coordCfg twopc.Config
 	prefix   string
 	ledger   string
+
+	// progressOut receives the snapshot progress display (a terminal);
+	// nil: progress goes to the log.
+	progressOut io.Writer
+	// mon collects metrics and status; created by prepare.
+	mon *monitor
+}
+
+// displayName is the job's name in status and metrics.
+func (j *job) displayName() string {
+	if j.opts.name != "" {
+		return j.opts.name
+	}
+	return j.prefix
 }
 
 // defaultPrefix derives a stable label prefix from what identifies the job.
 func defaultPrefix(o jobOptions) string {
-	h := sha256.Sum256([]byte(strings.Join([]string{o.mysqlAddr, o.sources, o.tables, o.target}, "\x00")))
+	parts := []string{o.mysqlAddr, o.sources, o.tables, o.target}
+	for _, r := range o.routes { // only when routes are given: older defaults stay
+		parts = append(parts, r.Source, r.Sink, r.ReplaceSymbol)
+	}
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
 	return "shardsync_" + hex.EncodeToString(h[:])[:10]
 }
 
@@ -160,13 +209,32 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	if j.target, err = parseTarget(o.target); err != nil {
 		return nil, err
 	}
+	if j.rules, err = parseRouteRules(o.routes, o.routeSymbol); err != nil {
+		return nil, err
+	}
+	if err := checkSchemaChangeBehavior(o.schemaChange); err != nil {
+		return nil, err
+	}
+	if o.dbColumn == "" || o.tableColumn == "" || o.dbColumn == o.tableColumn {
+		return nil, usagef("--database-column %q and --table-column %q must be set and differ", o.dbColumn, o.tableColumn)
+	}
+	switch o.progress {
+	case "", "auto", "always", "never":
+	default:
+		return nil, usagef("--progress %q: use auto, always or never", o.progress)
+	}
+	if o.httpAddr != "" {
+		if _, _, err := net.SplitHostPort(o.httpAddr); err != nil {
+			return nil, usagef("--http-addr %q must be host:port, e.g. 127.0.0.1:9464", o.httpAddr)
+		}
+	}
 	if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
 		return nil, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr)
 	}
 	if o.serverID == 0 {
 		return nil, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas")
 	}
-	if j.mysqlPW, err = secret(o.mysqlPasswordFile, envMySQLPassword, "MySQL"); err != nil {
+	if j.mysqlPW, err = secret(o.mysqlPasswordFile, o.mysqlPassword, envMySQLPassword, "MySQL"); err != nil {
 		return nil, err
 	}
 	j.prefix = o.labelPrefix
@@ -186,6 +254,8 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	if err := cc.Validate(); err != nil {
 		return nil, usageError{fmt.Errorf("%w (flags --checkpoint-interval, --max-epoch-rows)", err)}
 	}
+	j.mon = newMonitor(j.displayName(), log)
+	cc.Observer = j.mon
 	j.coordCfg = cc
 	return j, nil
 }
@@ -229,12 +299,19 @@ func dorisConfig(o jobOptions, prefix string) (doris.Config, error) {
 	dc.FENodes = splitList(o.dorisFE)
 	dc.BENodes = splitList(o.dorisBE)
 	dc.User = o.dorisUser
-	if dc.Password, err = secret(o.dorisPasswordFile, envDorisPassword, "Doris"); err != nil {
+	if dc.Password, err = secret(o.dorisPasswordFile, o.dorisPassword, envDorisPassword, "Doris"); err != nil {
 		return dc, err
 	}
 	dc.QueryAddr = o.dorisQuery
 	dc.LabelPrefix = prefix
 	dc.Buckets, dc.Replication = o.buckets, o.replication
+	dc.Headers, dc.TableProperties = o.dorisHeaders, o.dorisTableProps
+	if o.dbColumn != "" {
+		dc.DatabaseColumn = o.dbColumn
+	}
+	if o.tableColumn != "" {
+		dc.TableColumn = o.tableColumn
+	}
 	if err := dc.Validate(); err != nil {
 		return dc, usageError{fmt.Errorf("%w (flags --doris-*, --label-prefix)", err)}
 	}
@@ -242,6 +319,19 @@ func dorisConfig(o jobOptions, prefix string) (doris.Config, error) {
 }
 
 func maxcomputeConfig(o jobOptions) (maxcompute.Config, error) {
+	mc, err := resolveMaxCompute(o)
+	if err != nil {
+		return mc, err
+	}
+	if err := mc.Validate(); err != nil {
+		return mc, usageError{fmt.Errorf("%w (flags --maxcompute-*, $%s)", err, maxcompute.EnvAccessKey)}
+	}
+	return mc, nil
+}
+
+// resolveMaxCompute builds the MaxCompute configuration from the options
+// and the environment, without validating it.
+func resolveMaxCompute(o jobOptions) (maxcompute.Config, error) {
 	mc, err := maxcompute.FromOptions(o.mcOptions)
 	if err != nil {
 		return mc, usageError{fmt.Errorf("%w (flag --maxcompute-option)", err)}
@@ -260,11 +350,12 @@ func maxcomputeConfig(o jobOptions) (maxcompute.Config, error) {
 	if o.mcBuckets > 0 {
 		mc.BucketsNum = o.mcBuckets
 	}
+	if o.mcKeyFile == "" {
+		set(&mc.AccessKey, o.mcAccessKey)
+	}
+	set(&mc.StsToken, o.mcStsToken)
 	if err := mc.LoadSecrets(os.Getenv); err != nil {
 		return mc, usageError{err}
-	}
-	if err := mc.Validate(); err != nil {
-		return mc, usageError{fmt.Errorf("%w (flags --maxcompute-*, $%s)", err, maxcompute.EnvAccessKey)}
 	}
 	return mc, nil
 }
@@ -298,7 +389,7 @@ func (j *job) discover(ctx context.Context) ([]targetRoute, error) {
 		t, _ := r.GetString(i, 1)
 		all = append(all, change.TableID{Database: db, Table: t})
 	}
-	routes, err := planRoutes(j.pats, j.target, all)
+	routes, err := planJobRoutes(j.pats, j.rules, j.target, all)
 	if err != nil {
 		return nil, err
 	}
@@ -345,11 +436,21 @@ func (j *job) run(ctx context.Context) error {
 	}
 	fmt.Fprintf(j.out, "shardsync: label prefix %s, ledger %s\nshardsync: shards → targets:\n%s", j.prefix, j.ledger, indent(describeRoutes(routes)))
 
+	if j.opts.httpAddr != "" {
+		stop, addr, err := serveHTTP(ctx, j.opts.httpAddr, j.mon, j.opts.pprof, j.log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		j.log.Info("serving metrics and status", "addr", addr, "pprof", j.opts.pprof)
+	}
+
 	led, err := ledger.Open(j.ledger, ledger.Options{})
 	if err != nil {
 		return err
 	}
 	defer led.Close()
+	j.mon.setLedger(led)
 
 	sinks, err := openSinks(j.dorisCfg, j.mcCfg, j.log)
 	if err != nil {
@@ -360,10 +461,14 @@ func (j *job) run(ctx context.Context) error {
 			_ = s.Close()
 		}
 	}()
+	sinks = j.mon.instrumentSinks(sinks)
+	stopProgress := startProgress(ctx, j.progressOut, j.progressOut != nil, j.mon, j.log.With("part", "progress"), progressInterval)
+	defer stopProgress()
 
 	mcfg := merge.DefaultConfig()
 	mcfg.Addr, mcfg.User, mcfg.Password, mcfg.ServerID = j.opts.mysqlAddr, j.opts.mysqlUser, j.mysqlPW, j.opts.serverID
 	mcfg.ChunkSize = j.opts.chunkSize
+	mcfg.DatabaseColumn, mcfg.TableColumn = j.opts.dbColumn, j.opts.tableColumn
 	if j.opts.readers > 0 {
 		mcfg.Readers = j.opts.readers
 	}
@@ -376,8 +481,10 @@ func (j *job) run(ctx context.Context) error {
 
 	restarts, lastResume := 0, []byte(nil)
 	for {
+		j.mon.setPhase(phaseRecovering)
 		token, err := twopc.Recover(ctx, led, sinks, j.log)
 		if err != nil {
+			j.mon.setFailed(err)
 			return markInDoubt(fmt.Errorf("recovering from ledger %s: %w", j.ledger, err))
 		}
 		if !bytes.Equal(token, lastResume) {
@@ -388,8 +495,10 @@ func (j *job) run(ctx context.Context) error {
 			return nil
 		}
 		if terminal(err) || restarts >= maxRestarts {
+			j.mon.setFailed(err)
 			return markInDoubt(err)
 		}
+		j.mon.noteRestart(err)
 		restarts++
 		wait := restartBackoff(restarts)
 		j.log.Warn("the stream stopped; restarting from the last committed position",
@@ -412,6 +521,7 @@ func restartBackoff(n int) time.Duration {
 
 // runOnce opens the source at token and streams until an error or ctx ends.
 func (j *job) runOnce(ctx context.Context, led *ledger.Ledger, sinks []twopc.Sink, mcfg merge.Config, token change.Token) error {
+	j.mon.setPhase(phaseConnecting)
 	src, err := merge.Open(ctx, mcfg, token, j.log.With("part", "source"))
 	if err != nil {
 		return err
@@ -421,7 +531,9 @@ func (j *job) runOnce(ctx context.Context, led *ledger.Ledger, sinks []twopc.Sin
 	if err != nil {
 		return err
 	}
-	return coord.Run(ctx, src)
+	j.mon.setSource(src)
+	defer j.mon.setSource(nil)
+	return coord.Run(ctx, j.mon.wrapSource(src))
 }
 
 // terminal reports errors a restart cannot cure: the operator must act.
