@@ -357,8 +357,14 @@ func (l *Ledger) Intend(ctx context.Context, n uint64, start change.Token, t Sin
 		case !bytes.Equal(e.Start, start):
 			return fmt.Errorf("epoch %d started at %x, not %x: %w", n, e.Start, start, ErrTransition)
 		}
-		if slices.ContainsFunc(e.Intents, func(x SinkTxn) bool { return x.Sink == t.Sink && x.Label == t.Label }) {
-			return nil
+		if i := slices.IndexFunc(e.Intents, func(x SinkTxn) bool { return x.Sink == t.Sink && x.Label == t.Label }); i >= 0 {
+			// A repeated intent may name the destination's transaction
+			// (its id and sink data), learnt after the first intent.
+			if t.TxnID == "" && len(t.Extra) == 0 {
+				return nil
+			}
+			e.Intents[i].TxnID, e.Intents[i].Extra = t.TxnID, t.Extra
+			return l.put(tx, e)
 		}
 		e.Intents = append(e.Intents, t)
 		return l.put(tx, e)

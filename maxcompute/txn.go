@@ -82,6 +82,9 @@ func (t *txn) open(ctx context.Context, id change.TableID) (part, error) {
 		if tg.buckets > 0 && n != tg.buckets {
 			return nil, fmt.Errorf("maxcompute: upsert session for %s has %d buckets but the table has write.bucket.num=%d", tg.table, n, tg.buckets)
 		}
+		if err := t.intendSession(ctx, id, lbl, Extra{Kind: kindUpsert, Project: t.s.cfg.Project, Table: tg.table, SessionID: sess.ID, Epoch: t.epoch}); err != nil {
+			return nil, err
+		}
 		log.Debug("maxcompute: upsert session open", "session", sess.ID, "buckets", n)
 		return &deltaPart{s: t.s, t: tg, upc: upc, sess: sess, buckets: n, label: lbl, epoch: t.epoch,
 			streams: map[int]*recordStream{}, log: log.With("session", sess.ID)}, nil
@@ -92,8 +95,26 @@ func (t *txn) open(ctx context.Context, id change.TableID) (part, error) {
 	if err != nil {
 		return nil, fmt.Errorf("maxcompute: creating upload session for %s: %s", tg.table, describe(err))
 	}
+	if err := t.intendSession(ctx, id, lbl, Extra{Kind: kindUpload, Project: t.s.cfg.Project, Table: tg.table, SessionID: us.Id, Epoch: t.epoch}); err != nil {
+		return nil, err
+	}
 	log.Debug("maxcompute: upload session open", "session", us.Id)
 	return &plainPart{s: t.s, t: tg, us: us, label: lbl, epoch: t.epoch, log: log.With("session", us.Id)}, nil
+}
+
+// intendSession records the session the service created for label before
+// any record is sent to it, so that recovery of an epoch that never reached
+// its commit point can abort the session by id rather than wait for it to
+// expire.
+func (t *txn) intendSession(ctx context.Context, id change.TableID, lbl string, x Extra) error {
+	raw, err := json.Marshal(x)
+	if err != nil {
+		return fmt.Errorf("maxcompute: encoding session record: %w", err)
+	}
+	if err := t.rec.Intend(ctx, twopc.Prepared{Sink: SinkName, Target: id, Label: lbl, TxnID: x.SessionID, Extra: raw}); err != nil {
+		return fmt.Errorf("maxcompute: recording session %s of %s epoch %d: %w", x.SessionID, id, t.epoch, err)
+	}
+	return nil
 }
 
 // PreCommit implements twopc.Txn: every buffered bucket or block is sent;

@@ -218,8 +218,16 @@ func (r recorder) Intend(ctx context.Context, p Prepared) error {
 		return fmt.Errorf("recording intent of %s before its first byte: %w", p, err)
 	}
 	r.e.mu.Lock()
-	r.e.intents = append(r.e.intents, Prepared{Sink: p.Sink, Target: p.Target, Label: p.Label})
-	r.e.mu.Unlock()
+	defer r.e.mu.Unlock()
+	for i, x := range r.e.intents {
+		if x.Sink == p.Sink && x.Label == p.Label {
+			if p.TxnID != "" || len(p.Extra) > 0 {
+				r.e.intents[i].TxnID, r.e.intents[i].Extra = p.TxnID, p.Extra
+			}
+			return nil
+		}
+	}
+	r.e.intents = append(r.e.intents, Prepared{Sink: p.Sink, Target: p.Target, Label: p.Label, TxnID: p.TxnID, Extra: p.Extra})
 	return nil
 }
 

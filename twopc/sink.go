@@ -79,7 +79,12 @@ type Txn interface {
 // Recorder records durably that a sink transaction is about to begin.
 type Recorder interface {
 	// Intend must return before any byte of the transaction p.Label reaches
-	// the destination. Only Sink, Target and Label are set.
+	// the destination. The first call for a label sets Sink, Target and
+	// Label. A destination that names the transaction itself (a MaxCompute
+	// session id) calls Intend again for the same label with TxnID and
+	// Extra set, after the name is known and before the first data byte;
+	// the record is updated, so recovery can abort that transaction by its
+	// id and not only by its label.
 	Intend(ctx context.Context, p Prepared) error
 }
 

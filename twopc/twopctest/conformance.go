@@ -48,9 +48,31 @@ func (r *recorder) Intend(ctx context.Context, p twopc.Prepared) error {
 		require.False(r.t, r.h.Sent(r.t, r.s, p.Label), "Intend(%s) called after a byte of it was sent", p.Label)
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, x := range r.intents {
+		if x.Label == p.Label {
+			require.Equal(r.t, x.Target, p.Target, "a repeated Intend(%s) must keep its target", p.Label)
+			if p.TxnID != "" || len(p.Extra) > 0 {
+				r.intents[i].TxnID, r.intents[i].Extra = p.TxnID, p.Extra
+			}
+			return nil
+		}
+	}
 	r.intents = append(r.intents, p)
-	r.mu.Unlock()
 	return nil
+}
+
+// intent returns what was recorded for label: what recovery would hold.
+func (r *recorder) intent(label string) twopc.Prepared {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.intents {
+		if p.Label == label {
+			return p
+		}
+	}
+	r.t.Fatalf("label %s was never intended", label)
+	return twopc.Prepared{}
 }
 
 func (r *recorder) labels() []string {
@@ -66,7 +88,8 @@ func (r *recorder) labels() []string {
 // RunConformance checks that a twopc.Sink keeps the contract twopc relies
 // on: Intend before the first byte; one Prepared per target written, each
 // with its label intended; nothing for an epoch without rows; idempotent
-// Commit and Abort, also from a later process; abort by label alone; the
+// Commit and Abort, also from a later process; abort from what was
+// intended (the label, and the txn id a sink re-intended); the
 // outcomes Commit and Abort report after each other; distinct labels per
 // epoch; idempotent ApplySchema.
 func RunConformance(t *testing.T, h Harness) {
@@ -179,10 +202,12 @@ func RunConformance(t *testing.T, h Harness) {
 		visible(t, s, a, 0)
 	})
 
-	t.Run("AbortByLabelOnly", func(t *testing.T) {
+	t.Run("AbortOfIntendedTxn", func(t *testing.T) {
+		// Recovery of an OPEN epoch knows only what was intended: the
+		// label, and the txn id where the sink re-intended it.
 		s := newSink(t)
-		ps, _ := prepare(t, s, 1, 2, a)
-		o, err := reopen(t, s).Abort(t.Context(), twopc.Prepared{Sink: ps[0].Sink, Target: ps[0].Target, Label: ps[0].Label})
+		ps, rec := prepare(t, s, 1, 2, a)
+		o, err := reopen(t, s).Abort(t.Context(), rec.intent(ps[0].Label))
 		require.NoError(t, err)
 		require.Equal(t, twopc.Aborted, o)
 		o, err = s.Commit(t.Context(), ps[0])
