@@ -152,6 +152,9 @@ func (rs *results) document(ctx context.Context, b *bench) string {
 - memory: snapshot and binlog again with %d× the data.
 
 `, rs.cfg.checkpoint, rs.readers, chunkRows, chunkRows, rs.readers, rs.cfg.memScale)
+	if rs.cfg.profileDir != "" {
+		fmt.Fprintf(&d, "- This run also profiled shardsync (--pprof, a %s CPU profile per scenario), which costs it a little CPU.\n\n", rs.cfg.profileFor)
+	}
 	d.WriteString("## Results\n\n")
 	d.WriteString(rs.markdown())
 	return d.String()
