@@ -18,6 +18,7 @@ package merge
 // transaction on MariaDB and MySQL).
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,17 +43,20 @@ type binlogReader struct {
 	file   string // file of the events being read
 
 	// the current transaction
-	inTxn      bool
-	txnGTID    string // "domain-server-seq" or "uuid:gno"
-	txnDomain  uint32
-	emitted    int64 // row images of this transaction already emitted
-	skip       int64 // row images to skip after a reconnect mid-transaction
-	skipGTID   string
-	skipPos    binPos
-	txnStart   binPos
-	batch      []change.Row
-	txnTime    time.Time
-	standalone bool
+	inTxn     bool
+	txnGTID   string // "domain-server-seq" or "uuid:gno"
+	txnDomain uint32
+	emitted   int64 // row images of this transaction already emitted
+	skip      int64 // row images to skip after a reconnect mid-transaction
+	skipGTID  string
+	skipPos   binPos
+	txnStart  binPos
+	batch     []change.Row
+	txnTime   time.Time
+	// beforeBuf and afterBuf are scratch buffers for the shard values of
+	// the row images being converted (see values).
+	beforeBuf, afterBuf []change.Value
+	standalone          bool
 
 	mariaGTID map[uint32]string
 	mysqlGTID mysql.GTIDSet
@@ -392,19 +396,30 @@ func rowOp(t replication.EventType) change.Op {
 // that the shard's known schema matches it and applying a schema change
 // when it does not.
 func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEvent) (*shard, error) {
-	if e, ok := r.tmCache[tm.TableID]; ok && e.tm == tm {
-		return e.sh, nil
+	prev, cached := r.tmCache[tm.TableID]
+	if cached && prev.tm == tm {
+		return prev.sh, nil
 	}
 	id := change.TableID{Database: string(tm.Schema), Table: string(tm.Table)}
 	sh := r.s.shards[id]
-	ri := routeOf(r.s.sh.cfg.Routes, id)
-	if sh == nil && ri < 0 {
-		r.cacheTableMap(tm, nil)
-		return nil, nil
+	ri := -1
+	if sh == nil {
+		if ri = routeOf(r.s.sh.cfg.Routes, id); ri < 0 {
+			r.cacheTableMap(tm, nil, nil, nil)
+			return nil, nil
+		}
 	}
-	cols, key, err := colsFromTableMap(tm, r.s.cs)
-	if err != nil {
-		return nil, fatal(err)
+	// Every transaction repeats the table map; decode its columns only
+	// when it differs from the one seen last for this table id.
+	var cols []shardCol
+	var key []string
+	if cached && prev.cols != nil && sameTableMap(prev.tm, tm) {
+		cols, key = prev.cols, prev.key
+	} else {
+		var err error
+		if cols, key, err = colsFromTableMap(tm, r.s.cs); err != nil {
+			return nil, fatal(err)
+		}
 	}
 	if sh == nil {
 		// A matching table we did not see created (e.g. created by a
@@ -412,10 +427,11 @@ func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEve
 		if r.emitted > 0 || len(r.batch) > 0 {
 			return nil, fatal(fmt.Errorf("%w: rows for the new shard %s arrived inside a transaction that already changed other shards; its schema cannot be announced between transactions", ErrIncompatibleSchema, id))
 		}
-		sh, err = r.s.addShard(ctx, id, ri, cols, key, "(first binlog rows of "+id.String()+")")
+		added, err := r.s.addShard(ctx, id, ri, cols, key, "(first binlog rows of "+id.String()+")")
 		if err != nil {
 			return nil, fatal(err)
 		}
+		sh = added
 	} else if !sameCols(sh.cols, cols) {
 		if r.emitted > 0 || len(r.batch) > 0 {
 			return nil, fatal(fmt.Errorf("%w: the schema of shard %s changed (last DDL: %s) but the change was first seen inside a transaction that already changed other shards", ErrIncompatibleSchema, id, sh.lastDDL))
@@ -424,26 +440,46 @@ func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEve
 			return nil, fatal(err)
 		}
 	}
-	r.cacheTableMap(tm, sh)
+	r.cacheTableMap(tm, sh, cols, key)
 	return sh, nil
 }
 
-// tmEntry is a table map already checked and the shard it maps to (nil:
-// a table no route takes).
+// tmEntry is a table map already checked, the shard it maps to (nil: a
+// table no route takes) and the columns and key decoded from it.
 type tmEntry struct {
-	tm *replication.TableMapEvent
-	sh *shard
+	tm   *replication.TableMapEvent
+	sh   *shard
+	cols []shardCol
+	key  []string
+}
+
+// sameTableMap reports whether two table maps carry the same table
+// definition: every field go-mysql decodes from the event is equal.
+func sameTableMap(a, b *replication.TableMapEvent) bool {
+	u64 := slices.Equal[[]uint64]
+	bss := func(x, y [][]byte) bool { return slices.EqualFunc(x, y, bytes.Equal) }
+	bsss := func(x, y [][][]byte) bool { return slices.EqualFunc(x, y, bss) }
+	return a.TableID == b.TableID && a.Flags == b.Flags && a.ColumnCount == b.ColumnCount &&
+		bytes.Equal(a.Schema, b.Schema) && bytes.Equal(a.Table, b.Table) &&
+		bytes.Equal(a.ColumnType, b.ColumnType) && slices.Equal(a.ColumnMeta, b.ColumnMeta) &&
+		bytes.Equal(a.NullBitmap, b.NullBitmap) && bytes.Equal(a.SignednessBitmap, b.SignednessBitmap) &&
+		u64(a.DefaultCharset, b.DefaultCharset) && u64(a.ColumnCharset, b.ColumnCharset) &&
+		bsss(a.SetStrValue, b.SetStrValue) && bsss(a.EnumStrValue, b.EnumStrValue) &&
+		bss(a.ColumnName, b.ColumnName) && u64(a.GeometryType, b.GeometryType) &&
+		u64(a.PrimaryKey, b.PrimaryKey) && u64(a.PrimaryKeyPrefix, b.PrimaryKeyPrefix) &&
+		u64(a.EnumSetDefaultCharset, b.EnumSetDefaultCharset) && u64(a.EnumSetColumnCharset, b.EnumSetColumnCharset) &&
+		bytes.Equal(a.VisibilityBitmap, b.VisibilityBitmap)
 }
 
 // maxTableMaps bounds tmCache: table ids change as the server reopens
 // tables, so the ids seen over months are not bounded by the table count.
 const maxTableMaps = 4096
 
-func (r *binlogReader) cacheTableMap(tm *replication.TableMapEvent, sh *shard) {
+func (r *binlogReader) cacheTableMap(tm *replication.TableMapEvent, sh *shard, cols []shardCol, key []string) {
 	if len(r.tmCache) >= maxTableMaps {
 		clear(r.tmCache)
 	}
-	r.tmCache[tm.TableID] = tmEntry{tm: tm, sh: sh}
+	r.tmCache[tm.TableID] = tmEntry{tm: tm, sh: sh, cols: cols, key: key}
 }
 
 func sameCols(a, b []shardCol) bool {
@@ -468,20 +504,24 @@ func (r *binlogReader) rows(ctx context.Context, h *replication.EventHeader, e *
 		var before, after []change.Value
 		switch op {
 		case change.Insert:
-			if after, err = r.values(sh, e.Rows[i]); err != nil {
+			if after, err = r.values(sh, e.Rows[i], r.afterBuf); err != nil {
 				return err
 			}
+			r.afterBuf = after
 		case change.Delete:
-			if before, err = r.values(sh, e.Rows[i]); err != nil {
+			if before, err = r.values(sh, e.Rows[i], r.beforeBuf); err != nil {
 				return err
 			}
+			r.beforeBuf = before
 		case change.Update:
-			if before, err = r.values(sh, e.Rows[i]); err != nil {
+			if before, err = r.values(sh, e.Rows[i], r.beforeBuf); err != nil {
 				return err
 			}
-			if after, err = r.values(sh, e.Rows[i+1]); err != nil {
+			r.beforeBuf = before
+			if after, err = r.values(sh, e.Rows[i+1], r.afterBuf); err != nil {
 				return err
 			}
+			r.afterBuf = after
 		}
 		rowOp := op
 		if filter != nil {
@@ -522,17 +562,26 @@ func (r *binlogReader) rows(ctx context.Context, h *replication.EventHeader, e *
 	return nil
 }
 
-func (r *binlogReader) values(sh *shard, raw []any) ([]change.Value, error) {
+// values converts a binlog row image of sh into the shard's values,
+// appended to dst[:0] (a scratch buffer: the caller copies the values out
+// with targetRow before converting the next image into it).
+func (r *binlogReader) values(sh *shard, raw []any, dst []change.Value) ([]change.Value, error) {
 	if len(raw) != len(sh.cols) {
 		return nil, fatal(fmt.Errorf("binlog row of %s has %d columns, the shard has %d: binlog_row_image must be FULL", sh.id, len(raw), len(sh.cols)))
 	}
-	out := make([]change.Value, len(raw))
+	out := dst[:0]
 	for i, v := range raw {
-		cv, err := binlogValue(v, sh.cols[i].typ)
+		if labels := sh.labels[i]; labels != nil {
+			if x, ok := v.(int64); ok && x >= 0 && x < int64(len(labels)) {
+				out = append(out, labels[x])
+				continue
+			}
+		}
+		cv, err := binlogValue(v, sh.cols[i].typ, sh.kinds[i])
 		if err != nil {
 			return nil, fatal(fmt.Errorf("binlog row of %s column %s: %w", sh.id, sh.cols[i].name, err))
 		}
-		out[i] = cv
+		out = append(out, cv)
 	}
 	return out, nil
 }

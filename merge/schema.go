@@ -484,6 +484,14 @@ type shard struct {
 	// toTarget maps shard column i to its index in the target row
 	// (metadata columns included).
 	toTarget []int
+	// kinds are the change.Kind of each shard column and targetKinds that
+	// of the target column it maps to (remap computes both).
+	kinds, targetKinds []change.Kind
+	// labels[i] are the values of ENUM column i by index (0: ""), boxed
+	// once; nil for other columns.
+	labels [][]change.Value
+	// meta holds the metadata column values (database, table), boxed once.
+	meta [2]change.Value
 	// lastDDL is the last statement that changed the shard, for messages.
 	lastDDL string
 }
@@ -593,14 +601,35 @@ func checkEvolution(sh change.TableID, old, new []shardCol, oldKey, newKey []str
 
 func (s *shard) remap(cfg *Config) {
 	s.toTarget = make([]int, len(s.cols))
+	s.kinds = make([]change.Kind, len(s.cols))
+	s.targetKinds = make([]change.Kind, len(s.cols))
+	s.meta = [2]change.Value{s.id.Database, s.id.Table}
+	s.labels = make([][]change.Value, len(s.cols))
 	for i, c := range s.cols {
 		s.toTarget[i] = -1
+		s.kinds[i] = c.typ.kind()
+		if s.kinds[i] == change.KindEnum {
+			s.labels[i] = make([]change.Value, len(c.typ.elems)+1)
+			s.labels[i][0] = ""
+			for j, e := range c.typ.elems {
+				s.labels[i][j+1] = e
+			}
+		}
+		s.targetKinds[i] = s.kinds[i]
 		for j, tc := range s.target.cols {
 			if tc.name == c.name {
 				s.toTarget[i] = j + 2
+				s.targetKinds[i] = tc.typ.kind()
 			}
 		}
 	}
+}
+
+// newTargetRow returns a target row holding only the metadata columns.
+func (s *shard) newTargetRow() []change.Value {
+	out := make([]change.Value, len(s.target.cols)+2)
+	out[0], out[1] = s.meta[0], s.meta[1]
+	return out
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -223,62 +223,81 @@ func snapshotPos(conn *client.Conn) (binPos, error) {
 	return p, nil
 }
 
+// chunkQueries are the SELECTs of a table's chunks. They run on the text
+// protocol: the binary (prepared-statement) protocol costs go-mysql far more
+// per value (it formats every temporal value with fmt), and the text forms
+// of all supported types convert to exactly the same values (value.go).
+// The lower key bound of a chunk is therefore rendered into the statement
+// as SQL literals (keyLiteral), never as text taken from the data.
 type chunkQueries struct {
-	cols        string
-	first, next string
-	keyIdx      []int
+	cols   string
+	base   string // SELECT … FROM …
+	keys   []string
+	order  string // ORDER BY … LIMIT …
+	first  string
+	keyIdx []int
 }
 
 func (s *Source) buildQueries(sh *shard, limit int) chunkQueries {
 	names := make([]string, len(sh.cols))
 	for i, c := range sh.cols {
 		names[i] = quoteIdent(c.name)
+		if sh.kinds[i] == change.KindFloat {
+			// The text protocol prints FLOAT with 6 significant digits; as a
+			// DOUBLE it prints the float's exact value (shortest round trip).
+			names[i] = "CAST(" + names[i] + " AS DOUBLE)"
+		}
 	}
 	q := chunkQueries{cols: strings.Join(names, ", ")}
-	base := "SELECT " + q.cols + " FROM " + quoteTable(sh.id)
+	q.base = "SELECT " + q.cols + " FROM " + quoteTable(sh.id)
 	if len(sh.key) == 0 {
-		q.first = base
+		q.first = q.base
 		return q
 	}
-	keys := make([]string, len(sh.key))
-	ph := make([]string, len(sh.key))
+	q.keys = make([]string, len(sh.key))
 	for i, k := range sh.key {
-		keys[i] = quoteIdent(k)
+		q.keys[i] = quoteIdent(k)
 		for j, c := range sh.cols {
 			if c.name == k {
 				q.keyIdx = append(q.keyIdx, j)
-				ph[i] = "?"
-				if c.typ.base == "decimal" {
-					ph[i] = fmt.Sprintf("CAST(? AS DECIMAL(%d,%d))", c.typ.prec, c.typ.scale)
-				}
 			}
 		}
 	}
-	order := " ORDER BY " + strings.Join(keys, ", ") + fmt.Sprintf(" LIMIT %d", limit)
-	var ors []string
-	for i := range keys {
-		var ands []string
-		for j := range i {
-			ands = append(ands, keys[j]+" = "+ph[j])
-		}
-		ands = append(ands, keys[i]+" > "+ph[i])
-		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
-	}
-	q.first = base + order
-	q.next = base + " WHERE " + strings.Join(ors, " OR ") + order
+	q.order = " ORDER BY " + strings.Join(q.keys, ", ") + fmt.Sprintf(" LIMIT %d", limit)
+	q.first = q.base + q.order
 	return q
 }
 
-// nextArgs are the arguments of the next-chunk query after key lo.
-func nextArgs(lo []change.Value) []any {
-	var args []any
-	for i := range lo {
-		for j := range i {
-			args = append(args, keyArg(lo[j]))
-		}
-		args = append(args, keyArg(lo[i]))
+// next is the SELECT of the chunk after key lo: the rows whose key is
+// greater than lo, in the expanded OR form for composite keys.
+func (q *chunkQueries) next(lo []change.Value) (string, error) {
+	if len(lo) != len(q.keys) {
+		return "", fmt.Errorf("chunk bound has %d values, the key has %d columns", len(lo), len(q.keys))
 	}
-	return args
+	lits := make([]string, len(lo))
+	for i, v := range lo {
+		l, err := keyLiteral(v)
+		if err != nil {
+			return "", fmt.Errorf("chunk bound of key column %s: %w", q.keys[i], err)
+		}
+		lits[i] = l
+	}
+	var b strings.Builder
+	b.WriteString(q.base)
+	b.WriteString(" WHERE ")
+	for i := range q.keys {
+		if i > 0 {
+			b.WriteString(" OR ")
+		}
+		b.WriteByte('(')
+		for j := range i {
+			b.WriteString(q.keys[j] + " = " + lits[j] + " AND ")
+		}
+		b.WriteString(q.keys[i] + " > " + lits[i])
+		b.WriteByte(')')
+	}
+	b.WriteString(q.order)
+	return b.String(), nil
 }
 
 func (s *Source) snapshotTable(ctx context.Context, conn *client.Conn, t *tableSnap, ready chan<- chan piece) error {
@@ -290,70 +309,64 @@ func (s *Source) snapshotTable(ctx context.Context, conn *client.Conn, t *tableS
 		return s.snapshotWhole(ctx, conn, t, sh, ready)
 	}
 	q := s.buildQueries(sh, s.sh.cfg.ChunkSize)
-	first, err := conn.Prepare(q.first)
-	if err != nil {
-		return fmt.Errorf("preparing the snapshot query of %s: %w", sh.id, err)
-	}
-	defer first.Close()
-	next, err := conn.Prepare(q.next)
-	if err != nil {
-		return fmt.Errorf("preparing the snapshot query of %s: %w", sh.id, err)
-	}
-	defer next.Close()
 	var lo []change.Value
 	if n := len(t.hi); n > 0 {
 		lo = t.hi[n-1]
 	}
+	batchRows := s.sh.cfg.BatchRows
 	for {
-		hw, err := snapshotPos(conn)
-		if err != nil {
-			return fmt.Errorf("snapshot of %s: %w", sh.id, err)
-		}
-		var res *mysql.Result
-		if lo == nil {
-			res, err = first.Execute()
-		} else {
-			res, err = next.Execute(nextArgs(lo)...)
-		}
-		if err != nil {
-			_, _ = conn.Execute("ROLLBACK")
-			return fmt.Errorf("reading a chunk of %s: %w", sh.id, err)
-		}
-		if _, err := conn.Execute("COMMIT"); err != nil {
-			return fmt.Errorf("ending the snapshot transaction of %s: %w", sh.id, err)
-		}
-		rows := make([]change.Row, 0, len(res.Values))
-		var last []change.Value
-		for _, fv := range res.Values {
-			vals, err := s.snapshotRow(sh, fv)
-			if err != nil {
-				return err
-			}
-			rows = append(rows, change.Row{Op: change.Insert, Target: sh.target.id, Source: sh.id, After: s.targetRow(sh, vals)})
-			last = last[:0]
-			for _, k := range q.keyIdx {
-				last = append(last, vals[k])
+		query := q.first
+		if lo != nil {
+			var err error
+			if query, err = q.next(lo); err != nil {
+				return fmt.Errorf("snapshot of %s: %w", sh.id, err)
 			}
 		}
-		n := int64(len(res.Values))
-		res.Close()
-		var hi []change.Value
-		if len(rows) >= s.sh.cfg.ChunkSize {
-			hi = append([]change.Value(nil), last...)
-		}
-		ch := make(chan piece, 1+len(rows)/s.sh.cfg.BatchRows)
+		// The chunk's channel holds all of its pieces, so the reader never
+		// waits for the emitter while the server is sending the chunk; the
+		// emitter writes the pieces as they are read.
+		ch := make(chan piece, 1+s.sh.cfg.ChunkSize/batchRows)
 		if err := send(ctx, ready, ch); err != nil {
 			return err
 		}
-		err = func() error {
+		hi, err := func() ([]change.Value, error) {
 			defer close(ch)
-			for len(rows) > s.sh.cfg.BatchRows {
-				if err := send(ctx, ch, piece{rows: rows[:s.sh.cfg.BatchRows:s.sh.cfg.BatchRows]}); err != nil {
+			hw, err := snapshotPos(conn)
+			if err != nil {
+				return nil, fmt.Errorf("snapshot of %s: %w", sh.id, err)
+			}
+			batch := make([]change.Row, 0, min(batchRows, s.sh.cfg.ChunkSize))
+			last := make([]change.Value, len(q.keyIdx))
+			var n int64
+			var result mysql.Result
+			err = conn.ExecuteSelectStreaming(query, &result, func(fv []mysql.FieldValue) error {
+				after, err := s.snapshotRow(sh, fv, q.keyIdx, last)
+				if err != nil {
 					return err
 				}
-				rows = rows[s.sh.cfg.BatchRows:]
+				batch = append(batch, change.Row{Op: change.Insert, Target: sh.target.id, Source: sh.id, After: after})
+				n++
+				if len(batch) == batchRows {
+					// never blocks: ch has room for every piece of the chunk
+					if err := send(ctx, ch, piece{rows: batch}); err != nil {
+						return err
+					}
+					batch = make([]change.Row, 0, batchRows)
+				}
+				return nil
+			}, nil)
+			if err != nil {
+				_, _ = conn.Execute("ROLLBACK")
+				return nil, fmt.Errorf("reading a chunk of %s: %w", sh.id, err)
 			}
-			return send(ctx, ch, piece{rows: rows, final: true, hi: hi, hw: hw, n: n, table: t})
+			if _, err := conn.Execute("COMMIT"); err != nil {
+				return nil, fmt.Errorf("ending the snapshot transaction of %s: %w", sh.id, err)
+			}
+			var hi []change.Value
+			if n >= int64(s.sh.cfg.ChunkSize) {
+				hi = last
+			}
+			return hi, send(ctx, ch, piece{rows: batch, final: true, hi: hi, hw: hw, n: n, table: t})
 		}()
 		if err != nil || hi == nil {
 			return err
@@ -364,11 +377,6 @@ func (s *Source) snapshotTable(ctx context.Context, conn *client.Conn, t *tableS
 
 func (s *Source) snapshotWhole(ctx context.Context, conn *client.Conn, t *tableSnap, sh *shard, ready chan<- chan piece) error {
 	q := s.buildQueries(sh, 0)
-	stmt, err := conn.Prepare("SELECT " + q.cols + " FROM " + quoteTable(sh.id))
-	if err != nil {
-		return fmt.Errorf("preparing the snapshot query of %s: %w", sh.id, err)
-	}
-	defer stmt.Close()
 	hw, err := snapshotPos(conn)
 	if err != nil {
 		return fmt.Errorf("snapshot of %s: %w", sh.id, err)
@@ -382,12 +390,12 @@ func (s *Source) snapshotWhole(ctx context.Context, conn *client.Conn, t *tableS
 	batch := make([]change.Row, 0, s.sh.cfg.BatchRows)
 	var n int64
 	var result mysql.Result
-	err = stmt.ExecuteSelectStreaming(&result, func(row []mysql.FieldValue) error {
-		vals, err := s.snapshotRow(sh, row)
+	err = conn.ExecuteSelectStreaming(q.base, &result, func(row []mysql.FieldValue) error {
+		after, err := s.snapshotRow(sh, row, nil, nil)
 		if err != nil {
 			return err
 		}
-		batch = append(batch, change.Row{Op: change.Insert, Target: sh.target.id, Source: sh.id, After: s.targetRow(sh, vals)})
+		batch = append(batch, change.Row{Op: change.Insert, Target: sh.target.id, Source: sh.id, After: after})
 		n++
 		if len(batch) == s.sh.cfg.BatchRows {
 			if err := send(ctx, ch, piece{rows: batch}); err != nil {
@@ -403,25 +411,37 @@ func (s *Source) snapshotWhole(ctx context.Context, conn *client.Conn, t *tableS
 	return send(ctx, ch, piece{rows: batch, final: true, hw: hw, n: n, table: t})
 }
 
-func (s *Source) snapshotRow(sh *shard, fv []mysql.FieldValue) ([]change.Value, error) {
-	vals := make([]change.Value, len(sh.cols))
+// snapshotRow converts one text-protocol result row of sh into its target
+// row, and stores the values of the key columns keyIdx in key.
+func (s *Source) snapshotRow(sh *shard, fv []mysql.FieldValue, keyIdx []int, key []change.Value) ([]change.Value, error) {
+	if len(fv) != len(sh.cols) {
+		return nil, fmt.Errorf("snapshot of %s: the result has %d columns, the shard has %d", sh.id, len(fv), len(sh.cols))
+	}
+	out := sh.newTargetRow()
 	for i, c := range sh.cols {
-		v, err := snapshotValue(fv[i], c.typ)
+		k := sh.kinds[i]
+		v, err := snapshotValue(fv[i], c.typ, k)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot of %s column %s: %w", sh.id, c.name, err)
 		}
-		vals[i] = v
+		for p, ki := range keyIdx {
+			if ki == i {
+				key[p] = v
+			}
+		}
+		if j := sh.toTarget[i]; j >= 0 {
+			out[j] = coerce(v, k, sh.targetKinds[i])
+		}
 	}
-	return vals, nil
+	return out, nil
 }
 
 // targetRow aligns shard values with the target schema.
 func (s *Source) targetRow(sh *shard, vals []change.Value) []change.Value {
-	out := make([]change.Value, len(sh.target.cols)+2)
-	out[0], out[1] = sh.id.Database, sh.id.Table
+	out := sh.newTargetRow()
 	for i, v := range vals {
 		if j := sh.toTarget[i]; j >= 0 {
-			out[j] = coerce(v, sh.cols[i].typ.kind(), sh.target.cols[j-2].typ.kind())
+			out[j] = coerce(v, sh.kinds[i], sh.targetKinds[i])
 		}
 	}
 	return out

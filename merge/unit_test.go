@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/stretchr/testify/require"
 
 	"github.com/shardsync/shardsync/change"
@@ -163,4 +164,95 @@ func TestClassifyStreamError(t *testing.T) {
 	err = classifyStreamError(&mysqlError{Code: 1236, Message: "Could not find first log file name in binary log index file"}, "mysql-bin.000001:4")
 	require.ErrorIs(t, err, ErrBinlogPurged)
 	require.Nil(t, classifyStreamError(errors.New("connection reset by peer"), "x"))
+}
+
+func TestChunkBoundLiterals(t *testing.T) {
+	for v, want := range map[any]string{
+		int64(-42):                                     "-42",
+		uint64(18446744073709551615):                   "18446744073709551615",
+		change.Decimal("-0.000100"):                    "-0.000100",
+		change.Date("2024-02-29"):                      "'2024-02-29'",
+		change.DateTime("0000-00-00 00:00:00"):         "'0000-00-00 00:00:00'",
+		change.Timestamp("2024-01-01 22:04:05.123456"): "'2024-01-01 22:04:05.123456'",
+	} {
+		got, err := keyLiteral(v)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+	got, err := keyLiteral([]byte{0, 'a', 0xff, '\''})
+	require.NoError(t, err)
+	require.Equal(t, "X'0061ff27'", got)
+	got, err = keyLiteral([]byte{})
+	require.NoError(t, err)
+	require.Equal(t, "X''", got)
+	// Text that is not of the value's form never reaches the statement.
+	for _, v := range []change.Value{
+		change.Decimal("1 OR 1=1"), change.Decimal(""), change.Decimal("1e9"),
+		change.Date("2024-01-01' OR '1'='1"), change.DateTime(""), change.Timestamp("now()"),
+		"abc", float32(1), change.Time("12:00:00"),
+	} {
+		_, err := keyLiteral(v)
+		require.Error(t, err, "%#v", v)
+	}
+}
+
+func TestChunkQueries(t *testing.T) {
+	cols := []shardCol{
+		{name: "a", typ: colType{base: "int"}},
+		{name: "b", typ: colType{base: "varbinary", length: 8}},
+		{name: "f", typ: colType{base: "float"}},
+	}
+	tg := &target{id: change.TableID{Database: "d", Table: "t"}, cols: cols, key: []string{"a", "b"}}
+	sh := &shard{id: change.TableID{Database: "s", Table: "t_1"}, target: tg, cols: cols, key: []string{"a", "b"}}
+	sh.remap(&Config{})
+	q := (&Source{}).buildQueries(sh, 100)
+	require.Equal(t, "SELECT `a`, `b`, CAST(`f` AS DOUBLE) FROM `s`.`t_1` ORDER BY `a`, `b` LIMIT 100", q.first)
+	require.Equal(t, []int{0, 1}, q.keyIdx)
+	next, err := q.next([]change.Value{int64(7), []byte("x'y")})
+	require.NoError(t, err)
+	require.Equal(t, "SELECT `a`, `b`, CAST(`f` AS DOUBLE) FROM `s`.`t_1` WHERE (`a` > 7) OR (`a` = 7 AND `b` > X'782779') ORDER BY `a`, `b` LIMIT 100", next)
+	_, err = q.next([]change.Value{int64(7)})
+	require.ErrorContains(t, err, "2 columns")
+	_, err = q.next([]change.Value{int64(7), "x"})
+	require.ErrorContains(t, err, "key column `b`")
+}
+
+func TestTargetRowMetadataAndEnumLabels(t *testing.T) {
+	sh := benchShard()
+	r := &binlogReader{}
+	vals, err := r.values(sh, []any{int32(1), "2000-01-01", "A", "B", int64(2), "2001-01-01"}, nil)
+	require.NoError(t, err)
+	require.Equal(t, "F", vals[4])
+	vals2, err := r.values(sh, []any{int32(2), nil, "C", "D", int64(0), nil}, vals)
+	require.NoError(t, err)
+	require.Equal(t, []change.Value{int64(2), nil, "C", "D", "", nil}, vals2)
+	row := (&Source{}).targetRow(sh, vals2)
+	require.Equal(t, []change.Value{"emp_1", "employees_1", int64(2), nil, "C", "D", "", nil}, row)
+	vals2[2] = "changed" // the target row does not share the scratch buffer
+	require.Equal(t, "C", row[4])
+	_, err = r.values(sh, []any{int32(2)}, nil)
+	require.ErrorContains(t, err, "binlog_row_image must be FULL")
+}
+
+func TestSameTableMap(t *testing.T) {
+	mk := func() *replication.TableMapEvent {
+		return &replication.TableMapEvent{TableID: 7, Schema: []byte("s"), Table: []byte("t"), ColumnCount: 2,
+			ColumnType: []byte{3, 15}, ColumnMeta: []uint16{0, 40}, NullBitmap: []byte{2},
+			ColumnName: [][]byte{[]byte("id"), []byte("v")}, PrimaryKey: []uint64{0},
+			EnumStrValue: [][][]byte{{[]byte("a")}}, DefaultCharset: []uint64{45}}
+	}
+	require.True(t, sameTableMap(mk(), mk()))
+	for _, mutate := range []func(*replication.TableMapEvent){
+		func(e *replication.TableMapEvent) { e.TableID = 8 },
+		func(e *replication.TableMapEvent) { e.ColumnMeta[1] = 80 },
+		func(e *replication.TableMapEvent) { e.ColumnName[1] = []byte("w") },
+		func(e *replication.TableMapEvent) { e.EnumStrValue[0][0] = []byte("b") },
+		func(e *replication.TableMapEvent) { e.DefaultCharset = []uint64{8} },
+		func(e *replication.TableMapEvent) { e.SignednessBitmap = []byte{0x80} },
+		func(e *replication.TableMapEvent) { e.Table = []byte("u") },
+	} {
+		e := mk()
+		mutate(e)
+		require.False(t, sameTableMap(mk(), e))
+	}
 }

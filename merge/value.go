@@ -3,6 +3,7 @@ package merge
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,7 +16,7 @@ import (
 )
 
 // Value conversions. Every value reaches the stream in the one Go type its
-// change.Kind names, whether it was read by the snapshot (binary protocol,
+// change.Kind names, whether it was read by the snapshot (text protocol,
 // session time_zone '+00:00') or decoded from the binlog (UseDecimal,
 // TimestampStringLocation=UTC), and both paths give identical values:
 //
@@ -118,11 +119,12 @@ func asBytes(v any) ([]byte, bool) {
 }
 
 // binlogValue converts a value decoded by go-mysql's RowsEvent.
-func binlogValue(v any, t colType) (change.Value, error) {
+// k is t.kind().
+func binlogValue(v any, t colType, k change.Kind) (change.Value, error) {
 	if v == nil {
 		return nil, nil
 	}
-	switch t.kind() {
+	switch k {
 	case change.KindInt:
 		switch x := v.(type) {
 		case int8:
@@ -174,19 +176,39 @@ func binlogValue(v any, t colType) (change.Value, error) {
 			return change.Decimal(x), nil
 		}
 	case change.KindString:
-		if b, ok := asBytes(v); ok {
-			s, err := decodeText(b, t.charset)
-			if err != nil {
+		var s string
+		switch x := v.(type) {
+		case string:
+			if t.charset != "latin1" {
+				// go-mysql's strings point into the event's buffer: copy
+				// (once) so that a row never pins a whole event.
+				if t.base == "char" {
+					x = strings.TrimRight(x, " ")
+				}
+				return strings.Clone(x), nil
+			}
+			s = x
+		case []byte:
+			s = string(x)
+		default:
+			return nil, fmt.Errorf("binlog value %v (%T) does not fit column type %s", v, v, t.sql())
+		}
+		if t.charset == "latin1" {
+			var err error
+			if s, err = decodeText([]byte(s), t.charset); err != nil {
 				return nil, err
 			}
-			if t.base == "char" {
-				s = strings.TrimRight(s, " ")
-			}
-			return s, nil
 		}
+		if t.base == "char" {
+			s = strings.TrimRight(s, " ")
+		}
+		return s, nil
 	case change.KindBytes:
-		if b, ok := asBytes(v); ok {
-			return padBinary(append([]byte{}, b...), t), nil
+		switch x := v.(type) {
+		case string:
+			return padBinary([]byte(x), t), nil // []byte(x) copies
+		case []byte:
+			return padBinary(append([]byte{}, x...), t), nil
 		}
 	case change.KindDate:
 		if s, ok := v.(string); ok {
@@ -234,13 +256,14 @@ func binlogValue(v any, t colType) (change.Value, error) {
 	return nil, fmt.Errorf("binlog value %v (%T) does not fit column type %s", v, v, t.sql())
 }
 
-// snapshotValue converts a binary-protocol result value.
-func snapshotValue(fv mysql.FieldValue, t colType) (change.Value, error) {
+// snapshotValue converts a result value (text protocol: go-mysql has parsed
+// integers and floating-point values, every other type is its text); k is
+// t.kind(). The value never refers to fv's memory, which go-mysql reuses.
+func snapshotValue(fv mysql.FieldValue, t colType, k change.Kind) (change.Value, error) {
 	if fv.Type == mysql.FieldValueTypeNull {
 		return nil, nil
 	}
-	str := func() []byte { return fv.AsString() }
-	switch t.kind() {
+	switch k {
 	case change.KindInt, change.KindYear:
 		switch fv.Type {
 		case mysql.FieldValueTypeSigned:
@@ -267,8 +290,8 @@ func snapshotValue(fv mysql.FieldValue, t colType) (change.Value, error) {
 	if fv.Type != mysql.FieldValueTypeString {
 		return nil, fmt.Errorf("snapshot value %v does not fit column type %s", fv.Value(), t.sql())
 	}
-	b := str()
-	switch t.kind() {
+	b := fv.AsString()
+	switch k {
 	case change.KindDecimal:
 		return change.Decimal(string(b)), nil
 	case change.KindString:
@@ -442,21 +465,35 @@ func cmp3(less, greater bool) int {
 	return 0
 }
 
-// keyArg turns a key value into a prepared-statement argument.
-func keyArg(v change.Value) any {
-	switch x := v.(type) {
-	case change.Decimal:
-		return string(x)
-	case change.Date:
-		return string(x)
-	case change.DateTime:
-		return string(x)
-	case change.Timestamp:
-		return string(x)
-	case change.Time:
-		return string(x)
-	case float32:
-		return float64(x)
+// keyLiteral renders a chunk-bound key value as a SQL literal of the text
+// protocol. Only the ordered kinds can be chunk bounds; their text is
+// checked to hold nothing but the characters of its form, so the literal
+// cannot change the statement whatever a token holds.
+func keyLiteral(v change.Value) (string, error) {
+	temporal := func(s string) (string, error) {
+		if s == "" || strings.Trim(s, "0123456789-:. ") != "" {
+			return "", fmt.Errorf("temporal key value %q is not a date or time", s)
+		}
+		return "'" + s + "'", nil
 	}
-	return v
+	switch x := v.(type) {
+	case int64:
+		return strconv.FormatInt(x, 10), nil
+	case uint64:
+		return strconv.FormatUint(x, 10), nil
+	case []byte:
+		return "X'" + hex.EncodeToString(x) + "'", nil
+	case change.Decimal:
+		if _, err := decimal.NewFromString(string(x)); err != nil || strings.Trim(string(x), "0123456789-.") != "" {
+			return "", fmt.Errorf("decimal key value %q is not a decimal number", string(x))
+		}
+		return string(x), nil
+	case change.Date:
+		return temporal(string(x))
+	case change.DateTime:
+		return temporal(string(x))
+	case change.Timestamp:
+		return temporal(string(x))
+	}
+	return "", fmt.Errorf("key value %v (%T) cannot bound a chunk", v, v)
 }

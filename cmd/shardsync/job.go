@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
+	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,6 +67,7 @@ type jobOptions struct {
 
 	httpAddr, progress string
 	pprof              bool
+	memoryLimit        string
 
 	logFormat, logLevel string
 
@@ -85,6 +89,7 @@ func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.maxEpochRows, "max-epoch-rows", 500_000, "close an epoch early once it holds this many rows")
 	fs.StringVar(&o.httpAddr, "http-addr", "", "serve /metrics (Prometheus), /healthz, /readyz and /status on this host:port")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's /debug/pprof/ on --http-addr")
+	fs.StringVar(&o.memoryLimit, "memory-limit", "128MiB", "soft limit of the process's Go memory (runtime/debug.SetMemoryLimit), e.g. 128MiB or 1GiB: the garbage collector works harder near it instead of letting the heap grow with bursts of rows; 0: no limit; ignored when $GOMEMLIMIT is set")
 	fs.StringVar(&o.progress, "progress", "auto", "snapshot progress display: auto (on a terminal), always or never")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -173,6 +178,7 @@ type job struct {
 	coordCfg twopc.Config
 	prefix   string
 	ledger   string
+	memLimit int64 // --memory-limit in bytes, 0: none
 
 	// progressOut receives the snapshot progress display (a terminal);
 	// nil: progress goes to the log.
@@ -230,6 +236,9 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	}
 	if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
 		return nil, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr)
+	}
+	if j.memLimit, err = parseMemoryLimit(o.memoryLimit); err != nil {
+		return nil, err
 	}
 	if o.serverID == 0 {
 		return nil, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas")
@@ -430,6 +439,10 @@ func dialSource(ctx context.Context, addr, user, password string) (*client.Conn,
 // resume position, stream epochs; on a restartable error (a rewind, a lost
 // source connection after retries) it starts over from recovery.
 func (j *job) run(ctx context.Context) error {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && j.memLimit > 0 {
+		prev := debug.SetMemoryLimit(j.memLimit)
+		defer debug.SetMemoryLimit(prev)
+	}
 	routes, err := j.discover(ctx)
 	if err != nil {
 		return err
@@ -583,4 +596,29 @@ func openSinks(dc *doris.Config, mc *maxcompute.Config, log *slog.Logger) ([]two
 		sinks = append(sinks, s)
 	}
 	return sinks, nil
+}
+
+// parseMemoryLimit parses --memory-limit: a byte count with an optional
+// unit B, KiB, MiB, GiB or TiB (as $GOMEMLIMIT takes it); 0 (or empty)
+// is no limit.
+func parseMemoryLimit(v string) (int64, error) {
+	if strings.TrimSpace(v) == "" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		shift  uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
+	num, shift := strings.TrimSpace(v), uint(0)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, shift = strings.TrimSpace(n), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64>>shift {
+		return 0, usagef("--memory-limit %q: give a size such as 128MiB or 1GiB, or 0 for no limit", v)
+	}
+	return n << shift, nil
 }

@@ -80,3 +80,16 @@ func TestUnreachableSourceIsClear(t *testing.T) {
 	require.ErrorContains(t, err, "connecting to the source")
 	require.ErrorContains(t, err, "check --mysql")
 }
+
+func TestParseMemoryLimit(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "0": 0, "128MiB": 128 << 20, "1GiB": 1 << 30, "512 KiB": 512 << 10, "4096": 4096, "2B": 2} {
+		got, err := parseMemoryLimit(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"12MB", "-1", "lots", "9999999TiB"} {
+		_, err := parseMemoryLimit(in)
+		require.ErrorContains(t, err, "--memory-limit", in)
+		require.ErrorAs(t, err, new(usageError))
+	}
+}

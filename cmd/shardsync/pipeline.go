@@ -305,6 +305,7 @@ var pipelineKeys = []pipelineKey{
 	ignoredKey(secPipe, "operator.uid.prefix", whyFlinkTuning),
 	flagKey(secPipe, "checkpoint-interval", "checkpoint-interval", "how often an epoch is committed (shardsync key), e.g. 30s"),
 	flagKey(secPipe, "max-epoch-rows", "max-epoch-rows", "close an epoch early once it holds this many rows (shardsync key)"),
+	flagKey(secPipe, "memory-limit", "memory-limit", "soft limit of the Go memory, e.g. 128MiB; 0: none (shardsync key)"),
 	flagKey(secPipe, "ledger", "ledger", "ledger file (shardsync key)"),
 	flagKey(secPipe, "database-column", "database-column", "name of the source-database metadata column (shardsync key)"),
 	flagKey(secPipe, "table-column", "table-column", "name of the source-table metadata column (shardsync key)"),

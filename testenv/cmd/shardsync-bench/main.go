@@ -120,6 +120,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprint(stdout, table)
 	if c.out != "" {
 		doc := res.document(ctx, b)
+		if old, err := os.ReadFile(c.out); err == nil {
+			doc = withNotes(doc, string(old))
+		}
 		if err := os.WriteFile(c.out, []byte(doc), 0o644); err != nil {
 			return fmt.Errorf("writing %s: %w", c.out, err)
 		}

@@ -140,7 +140,8 @@ func (rs *results) document(ctx context.Context, b *bench) string {
 - The Doris emulator runs in CountOnly mode (it parses and checks every row but keeps none) for
   snapshot and binlog; every run checks that exactly the expected number of rows was committed.
 - snapshot: shardsync's rate is rows / (process start → commit of the load holding the last row);
-  raw is chunked key-ordered SELECTs (%d rows each) through go-mysql with %d connections in parallel.
+  raw is chunked key-ordered SELECTs (%d rows each, text protocol) through go-mysql with %d connections
+  in parallel.
 - binlog: the changes (80%% large transactions of 5000-row INSERT…SELECT / UPDATE / DELETE, 20%% small
   transactions of 2 inserts + 1 update + 1 delete) are made while shardsync is stopped; its rate is
   changes / (restart → commit of the load holding the last change). Raw is a go-mysql GetEvent loop
@@ -233,4 +234,19 @@ func or(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// notesHeading starts the hand-written section of results.md; writeResults
+// carries it over from the file it replaces.
+const notesHeading = "## Where the time goes"
+
+// withNotes appends to doc the hand-written notes section of old (the
+// previous results file), if it has one: from its notesHeading line to the
+// end.
+func withNotes(doc, old string) string {
+	i := strings.Index(old, "\n"+notesHeading)
+	if i < 0 {
+		return doc
+	}
+	return strings.TrimRight(doc, "\n") + "\n\n" + strings.TrimLeft(old[i:], "\n")
 }
