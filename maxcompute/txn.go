@@ -268,21 +268,31 @@ func (p *deltaPart) flushBucket(ctx context.Context, b int) error {
 	if st == nil {
 		return nil
 	}
-	size := st.Len()
-	body, err := st.finish()
+	size, err := p.send(ctx, b, st)
 	if err != nil {
-		return fmt.Errorf("maxcompute: finishing bucket %d of %s: %w", b, p.t.table, err)
-	}
-	cbody, enc, err := compress(p.s.cfg.CompressAlgorithm, body)
-	if err != nil {
-		return fmt.Errorf("maxcompute: %w", err)
-	}
-	if err := p.upc.put(ctx, p.t.table, p.sess, b, cbody, enc, st.count); err != nil {
-		return fmt.Errorf("maxcompute: %w", err)
+		return err
 	}
 	delete(p.streams, b)
 	p.total -= size
 	return nil
+}
+
+// send finishes bucket b's record stream, compresses it and PUTs it to the
+// session; it returns the buffered size the bucket held.
+func (p *deltaPart) send(ctx context.Context, b int, st *recordStream) (int, error) {
+	size := st.Len()
+	body, err := st.finish()
+	if err != nil {
+		return 0, fmt.Errorf("maxcompute: finishing bucket %d of %s: %w", b, p.t.table, err)
+	}
+	cbody, enc, err := compress(p.s.cfg.CompressAlgorithm, body)
+	if err != nil {
+		return 0, fmt.Errorf("maxcompute: %w", err)
+	}
+	if err := p.upc.put(ctx, p.t.table, p.sess, b, cbody, enc, st.count); err != nil {
+		return 0, fmt.Errorf("maxcompute: %w", err)
+	}
+	return size, nil
 }
 
 // flushAll sends every buffered bucket, FlushConcurrentNum at a time; a
@@ -303,17 +313,9 @@ func (p *deltaPart) flushAll(ctx context.Context) error {
 	for _, b := range buckets {
 		st := p.streams[b]
 		g.Go(func() error {
-			size := st.Len()
-			body, err := st.finish()
+			size, err := p.send(gctx, b, st)
 			if err != nil {
-				return fmt.Errorf("maxcompute: finishing bucket %d of %s: %w", b, p.t.table, err)
-			}
-			cbody, enc, err := compress(p.s.cfg.CompressAlgorithm, body)
-			if err != nil {
-				return fmt.Errorf("maxcompute: %w", err)
-			}
-			if err := p.upc.put(gctx, p.t.table, p.sess, b, cbody, enc, st.count); err != nil {
-				return fmt.Errorf("maxcompute: %w", err)
+				return err
 			}
 			done <- sent{b, size}
 			return nil
