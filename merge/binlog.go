@@ -566,6 +566,12 @@ func (r *binlogReader) rows(ctx context.Context, h *replication.EventHeader, e *
 // appended to dst[:0] (a scratch buffer: the caller copies the values out
 // with targetRow before converting the next image into it).
 func (r *binlogReader) values(sh *shard, raw []any, dst []change.Value) ([]change.Value, error) {
+	return imageValues(sh, raw, dst)
+}
+
+// imageValues converts a binlog row image of sh into the shard's values,
+// appended to dst[:0].
+func imageValues(sh *shard, raw []any, dst []change.Value) ([]change.Value, error) {
 	if len(raw) != len(sh.cols) {
 		return nil, fatal(fmt.Errorf("binlog row of %s has %d columns, the shard has %d: binlog_row_image must be FULL", sh.id, len(raw), len(sh.cols)))
 	}

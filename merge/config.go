@@ -12,6 +12,7 @@ package merge
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"regexp"
 	"runtime"
@@ -91,6 +92,17 @@ type Config struct {
 	Readers int
 	// BatchRows caps the rows of one EventRows (default 1024).
 	BatchRows int
+	// SnapshotMode chooses how a chunk is made consistent with the binlog
+	// (see snapshot.go): "consistent" reads each chunk in a consistent-
+	// snapshot transaction at MariaDB's binlog_snapshot position (MariaDB
+	// only); "watermark" is Flink CDC's algorithm (low watermark, SELECT,
+	// high watermark, replay of the binlog slice into the chunk) and works
+	// on MySQL and MariaDB; "auto" (default) is consistent on MariaDB and
+	// watermark on MySQL. The watermark mode reads each slice with its own
+	// replica connection: reader i (0-based) registers as ServerID+1+i, so
+	// the ids ServerID … ServerID+Readers must all be unused by other
+	// replicas.
+	SnapshotMode string
 
 	// Heartbeat is the binlog heartbeat period the server is asked for
 	// (default 5s); an idle stream emits EventProgress at this rate.
@@ -131,6 +143,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.BatchRows == 0 {
 		c.BatchRows = 1024
+	}
+	if c.SnapshotMode == "" {
+		c.SnapshotMode = SnapshotAuto
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 5 * time.Second
@@ -196,6 +211,14 @@ func (c Config) Validate() error {
 	if c.BatchRows < 1 {
 		errs = append(errs, fmt.Errorf("batch rows %d must be at least 1", c.BatchRows))
 	}
+	switch c.SnapshotMode {
+	case SnapshotAuto, SnapshotConsistent, SnapshotWatermark:
+	default:
+		errs = append(errs, fmt.Errorf("snapshot mode %q is unknown: use auto (consistent on MariaDB, watermark on MySQL), consistent (MariaDB only) or watermark", c.SnapshotMode))
+	}
+	if c.Readers >= 1 && uint64(c.ServerID)+uint64(c.Readers) > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("server id %d is too large: the watermark snapshot's readers use ids up to server id + readers (%d), which must fit in 32 bits", c.ServerID, c.Readers))
+	}
 	if c.Heartbeat < time.Millisecond || c.ReadTimeout <= c.Heartbeat {
 		errs = append(errs, fmt.Errorf("heartbeat %s and read timeout %s: the read timeout must exceed the heartbeat", c.Heartbeat, c.ReadTimeout))
 	}
@@ -204,6 +227,28 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Snapshot modes (Config.SnapshotMode).
+const (
+	SnapshotAuto       = "auto"
+	SnapshotConsistent = "consistent"
+	SnapshotWatermark  = "watermark"
+)
+
+// snapshotMode resolves "auto" for a server flavor.
+func (c *Config) snapshotMode(flavor string) string {
+	if c.SnapshotMode == SnapshotAuto || c.SnapshotMode == "" {
+		if flavor == "mariadb" {
+			return SnapshotConsistent
+		}
+		return SnapshotWatermark
+	}
+	return c.SnapshotMode
+}
+
+// backfillServerID is the replica server id reader i (0-based) of the
+// watermark snapshot uses for its binlog slices.
+func (c *Config) backfillServerID(reader int) uint32 { return c.ServerID + 1 + uint32(reader) }
 
 func splitAddr(addr string) (string, uint16, error) {
 	h, p, err := net.SplitHostPort(addr)

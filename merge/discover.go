@@ -175,6 +175,13 @@ func loadCharsets(c *client.Conn) (*charsets, error) {
 // masterPos reads the current binlog end as a transaction boundary.
 func masterPos(c *client.Conn, flavor string) (binPos, error) {
 	rows, err := query(c, "SHOW MASTER STATUS")
+	if err != nil && flavor != mysql.MariaDBFlavor {
+		// MySQL 8.4 removed SHOW MASTER STATUS (8.2 added the new name).
+		var err2 error
+		if rows, err2 = query(c, "SHOW BINARY LOG STATUS"); err2 == nil {
+			err = nil
+		}
+	}
 	if err != nil {
 		return binPos{}, fmt.Errorf("reading the binlog position: %w", err)
 	}
@@ -236,6 +243,14 @@ func checkPrerequisites(c *client.Conn, cfg *Config, flavor string) error {
 	}
 	if sid := vars["server_id"]; sid == strconv.FormatUint(uint64(cfg.ServerID), 10) {
 		errs = append(errs, fmt.Errorf("%w: the configured replica server id %d is the source server's own server_id: choose another", ErrDuplicateServerID, cfg.ServerID))
+	}
+	switch mode := cfg.snapshotMode(flavor); {
+	case mode == SnapshotConsistent && flavor != mysql.MariaDBFlavor:
+		errs = append(errs, fmt.Errorf("%w: snapshot mode consistent needs MariaDB's consistent-snapshot binlog position (binlog_snapshot_file/position), which %s does not have: use snapshot mode watermark or auto", ErrPrerequisite, flavor))
+	case mode == SnapshotWatermark:
+		if sid, err := strconv.ParseUint(vars["server_id"], 10, 32); err == nil && sid > uint64(cfg.ServerID) && sid <= uint64(cfg.ServerID)+uint64(cfg.Readers) {
+			errs = append(errs, fmt.Errorf("%w: the watermark snapshot's readers register as replica server ids %d-%d, which include the source server's own server_id %d: choose another server id", ErrDuplicateServerID, cfg.backfillServerID(0), cfg.backfillServerID(cfg.Readers-1), sid))
+		}
 	}
 	if err := checkGrants(c, flavor); err != nil {
 		errs = append(errs, err)

@@ -50,11 +50,25 @@ func loadSetup(t *testing.T, serverID uint32) (*testenv.MariaDB, testenv.ShardSp
 	return m, spec
 }
 
+// snapshotModes are the modes the load tests run in; the MariaDB test
+// server supports both.
+var snapshotModes = []string{SnapshotConsistent, SnapshotWatermark}
+
 func TestExactnessUnderLoad(t *testing.T) {
 	t.Parallel()
-	m, spec := loadSetup(t, 2)
+	for i, mode := range snapshotModes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			exactnessUnderLoad(t, mode, uint32(20+i))
+		})
+	}
+}
+
+func exactnessUnderLoad(t *testing.T, mode string, serverID uint32) {
+	m, spec := loadSetup(t, serverID)
 	cfg := testConfig(t, m, empRoute(t))
 	cfg.ChunkSize = 250
+	cfg.SnapshotMode = mode
 
 	// Phase A: writes while the snapshot runs.
 	wa := testenv.Workload{Seed: 1, Rate: 400, Duration: 3 * time.Second, MultiShardFraction: 0.2, Conns: 2}
@@ -111,14 +125,27 @@ func TestExactnessUnderLoad(t *testing.T) {
 			require.Zero(t, c.seen[changeIdentity(ch)], "rolled-back change %d appeared", ch.ID)
 		}
 	}
-	t.Logf("phase A %d txns (%d changes), phase B %d txns (%d changes), %d source commits seen", a.r.Txns, len(a.r.Changes), b.Txns, len(b.Changes), c.commits)
+	if mode == SnapshotWatermark {
+		require.Positive(t, src.merged.Load(), "no chunk had a binlog slice merged: the watermark merge was not exercised")
+	}
+	t.Logf("phase A %d txns (%d changes), phase B %d txns (%d changes), %d source commits seen, %d chunks merged", a.r.Txns, len(a.r.Changes), b.Txns, len(b.Changes), c.commits, src.merged.Load())
 }
 
 func TestResumeFromRandomTokens(t *testing.T) {
 	t.Parallel()
-	m, spec := loadSetup(t, 3)
+	for i, mode := range snapshotModes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			resumeFromRandomTokens(t, mode, uint32(30+i))
+		})
+	}
+}
+
+func resumeFromRandomTokens(t *testing.T, mode string, serverID uint32) {
+	m, spec := loadSetup(t, serverID)
 	cfg := testConfig(t, m, empRoute(t))
 	cfg.ChunkSize = 200
+	cfg.SnapshotMode = mode
 
 	wl := testenv.Workload{Seed: 3, Rate: 300, Duration: 4 * time.Second, MultiShardFraction: 0.2, Conns: 2}
 	done := make(chan error, 1)
@@ -180,4 +207,64 @@ func TestResumeFromRandomTokens(t *testing.T) {
 	require.Positive(t, midSnapshot, "no restart happened mid-snapshot")
 	require.Positive(t, midBinlog, "no restart happened mid-binlog")
 	t.Logf("%d restarts (%d mid-snapshot, %d mid-binlog), workload %d txns", restarts, midSnapshot, midBinlog, wres.Txns)
+}
+
+// TestWatermarkMergesSlices hammers one table while it is snapshotted in
+// small chunks in the watermark mode: rows change between chunks' low and
+// high watermarks, so binlog slices must be merged into chunks, and the
+// result must still be exact.
+func TestWatermarkMergesSlices(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{ServerID: 40})
+	spec := testenv.ShardSpec{Databases: 1, Tables: 1, Rows: 1500, Seed: 11}
+	require.NoError(t, spec.Create(t.Context(), m))
+	cfg := testConfig(t, m, empRoute(t))
+	cfg.ChunkSize = 20
+	cfg.Readers = 1
+	cfg.SnapshotMode = SnapshotWatermark
+
+	wl := testenv.Workload{Seed: 5, Rate: 800, Duration: 3 * time.Second, Conns: 2}
+	done := make(chan error, 1)
+	go func() { _, err := wl.Run(t.Context(), m, spec); done <- err }()
+	time.Sleep(200 * time.Millisecond)
+
+	src, err := Open(t.Context(), cfg, nil, nil)
+	require.NoError(t, err)
+	defer src.Close()
+	c := newConsumer(t)
+	c.identify = identifyChange
+	c.run(t.Context(), src, func() bool { return src.Progress().Done })
+	require.NoError(t, <-done)
+	end := currentPos(t, m)
+	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
+
+	require.Positive(t, src.merged.Load(), "no chunk had a binlog slice merged")
+	want, err := testenv.ReadMergedState(t.Context(), m, spec)
+	require.NoError(t, err)
+	require.Empty(t, want.Diff(c.strState(), 10), "merged stream differs from the source")
+	for id, n := range c.seen {
+		require.Equal(t, 1, n, "change %s appeared %d times", id, n)
+	}
+	t.Logf("%d chunks had a binlog slice merged", src.merged.Load())
+}
+
+func TestSnapshotModeConfig(t *testing.T) {
+	r := empRoute(t)
+	cfg := Config{Addr: "127.0.0.1:3306", User: "u", ServerID: 5400, Routes: []Route{r}}
+	require.NoError(t, cfg.Validate())
+	cfg.SnapshotMode = "lockless"
+	err := cfg.Validate()
+	require.ErrorContains(t, err, `snapshot mode "lockless" is unknown`)
+	for _, mode := range []string{SnapshotAuto, SnapshotConsistent, SnapshotWatermark} {
+		cfg.SnapshotMode = mode
+		require.NoError(t, cfg.Validate())
+	}
+	cfg.SnapshotMode = ""
+	cfg.setDefaults()
+	require.Equal(t, SnapshotConsistent, cfg.snapshotMode("mariadb"))
+	require.Equal(t, SnapshotWatermark, cfg.snapshotMode("mysql"))
+	cfg.SnapshotMode = SnapshotWatermark
+	require.Equal(t, SnapshotWatermark, cfg.snapshotMode("mariadb"))
+	cfg.Readers = 3
+	require.Equal(t, []uint32{5401, 5403}, []uint32{cfg.backfillServerID(0), cfg.backfillServerID(2)})
 }

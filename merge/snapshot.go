@@ -59,8 +59,14 @@ package merge
 // listed (≤ every HW), so a matching table created while the snapshot runs
 // is captured from its CREATE TABLE in the binlog rather than snapshotted.
 //
-// MySQL has no binlog_snapshot_* status; a fresh snapshot on MySQL is
-// refused with a clear error (resuming from a binlog token works).
+// Modes (Config.SnapshotMode). The above is the "consistent" mode, the
+// default on MariaDB. MySQL has no binlog_snapshot_* status, so there the
+// default is the "watermark" mode (watermark.go): Flink's algorithm as
+// published — LW from SHOW MASTER STATUS, the chunk's SELECT held in
+// memory, HW, and the binlog slice before HW replayed into the chunk by key
+// with a separate replica connection. Chunk bounds, tokens, resumption and
+// the binlog filter by each chunk's HW are the same in both modes; only how
+// a chunk's rows are made equal to the table state at its HW differs.
 
 import (
 	"context"
@@ -103,8 +109,8 @@ func (s *Source) runSnapshot(ctx context.Context) error {
 		}
 	}
 	if len(pending) > 0 {
-		if s.flavor != mysql.MariaDBFlavor {
-			return fmt.Errorf("%w: the lock-free snapshot needs MariaDB's consistent-snapshot binlog position (binlog_snapshot_file/position), which %s does not have; start from a binlog token instead", ErrPrerequisite, s.flavor)
+		if s.mode == SnapshotConsistent && s.flavor != mysql.MariaDBFlavor {
+			return fmt.Errorf("%w: snapshot mode consistent needs MariaDB's consistent-snapshot binlog position (binlog_snapshot_file/position), which %s does not have: use snapshot mode watermark or auto", ErrPrerequisite, s.flavor)
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -120,7 +126,7 @@ func (s *Source) runSnapshot(ctx context.Context) error {
 			}
 			return nil
 		})
-		for range min(s.sh.cfg.Readers, len(pending)) {
+		for reader := range min(s.sh.cfg.Readers, len(pending)) {
 			g.Go(func() error {
 				conn, err := s.snapshotConn(gctx)
 				if err != nil {
@@ -128,7 +134,7 @@ func (s *Source) runSnapshot(ctx context.Context) error {
 				}
 				defer conn.Close()
 				for t := range work {
-					if err := s.snapshotTable(gctx, conn, t, ready); err != nil {
+					if err := s.snapshotTable(gctx, conn, t, ready, reader); err != nil {
 						return err
 					}
 				}
@@ -300,10 +306,13 @@ func (q *chunkQueries) next(lo []change.Value) (string, error) {
 	return b.String(), nil
 }
 
-func (s *Source) snapshotTable(ctx context.Context, conn *client.Conn, t *tableSnap, ready chan<- chan piece) error {
+func (s *Source) snapshotTable(ctx context.Context, conn *client.Conn, t *tableSnap, ready chan<- chan piece, reader int) error {
 	sh := s.shards[t.id()]
 	if sh == nil {
 		return fmt.Errorf("snapshot of %s: the table is no longer routed", t.id())
+	}
+	if s.mode == SnapshotWatermark {
+		return s.snapshotTableWatermark(ctx, conn, t, sh, ready, reader)
 	}
 	if t.Whole {
 		return s.snapshotWhole(ctx, conn, t, sh, ready)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/go-mysql-org/go-mysql/client"
 
@@ -19,7 +20,11 @@ import (
 type Source struct {
 	sh     shared
 	flavor string
+	mode   string // resolved snapshot mode: SnapshotConsistent or SnapshotWatermark
 	cs     *charsets
+	// merged counts the watermark-mode chunks into which a binlog slice
+	// changed at least one row (observability and tests).
+	merged atomic.Int64
 
 	mu          sync.Mutex // guards targets, shards and progress for readers outside the producer
 	targets     map[change.TableID]*target
@@ -96,6 +101,7 @@ func Open(ctx context.Context, cfg Config, from change.Token, log *slog.Logger) 
 	if err := checkPrerequisites(conn, &s.sh.cfg, s.flavor); err != nil {
 		return nil, err
 	}
+	s.mode = s.sh.cfg.snapshotMode(s.flavor)
 	if s.cs, err = loadCharsets(conn); err != nil {
 		return nil, err
 	}
