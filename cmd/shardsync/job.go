@@ -46,6 +46,7 @@ type jobOptions struct {
 	mysqlAddr, mysqlUser, mysqlPasswordFile string
 	serverID                                uint32
 	chunkSize, readers                      int
+	snapshotMode                            string
 
 	dorisFE, dorisBE, dorisUser, dorisPasswordFile, dorisQuery string
 	buckets, replication                                       int
@@ -106,6 +107,7 @@ func (o *jobOptions) addSourceFlags(fs *pflag.FlagSet) {
 	fs.Uint32Var(&o.serverID, "server-id", 5400, "replica server id for reading the binlog; unique among the source's replicas")
 	fs.IntVar(&o.chunkSize, "chunk-size", 8096, "rows per snapshot chunk")
 	fs.IntVar(&o.readers, "readers", 0, "tables snapshotted in parallel (default: one per CPU)")
+	fs.StringVar(&o.snapshotMode, "snapshot-mode", "auto", "how snapshot chunks are made consistent with the binlog: consistent (MariaDB's consistent-snapshot position), watermark (Flink CDC's low/high watermarks and binlog merge; replays as replica ids server-id+1…server-id+readers) or auto (consistent on MariaDB, watermark on MySQL)")
 }
 
 // addSinkFlags adds the flags that choose and reach the sinks (also used by
@@ -239,6 +241,11 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	}
 	if j.memLimit, err = parseMemoryLimit(o.memoryLimit); err != nil {
 		return nil, err
+	}
+	switch o.snapshotMode {
+	case merge.SnapshotAuto, merge.SnapshotConsistent, merge.SnapshotWatermark:
+	default:
+		return nil, usagef("--snapshot-mode %q: use auto, consistent or watermark", o.snapshotMode)
 	}
 	if o.serverID == 0 {
 		return nil, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas")
@@ -481,6 +488,7 @@ func (j *job) run(ctx context.Context) error {
 	mcfg := merge.DefaultConfig()
 	mcfg.Addr, mcfg.User, mcfg.Password, mcfg.ServerID = j.opts.mysqlAddr, j.opts.mysqlUser, j.mysqlPW, j.opts.serverID
 	mcfg.ChunkSize = j.opts.chunkSize
+	mcfg.SnapshotMode = j.opts.snapshotMode
 	mcfg.DatabaseColumn, mcfg.TableColumn = j.opts.dbColumn, j.opts.tableColumn
 	if j.opts.readers > 0 {
 		mcfg.Readers = j.opts.readers

@@ -54,6 +54,7 @@ func TestBadInputIsOneClearUsageError(t *testing.T) {
 		{[]string{"--sources", "emp_[0-9"}, "not a valid regular expression"},
 		{[]string{"--sources", "emp", "--mysql", "nohost"}, "--mysql \"nohost\" must be host:port"},
 		{[]string{"--sources", "emp", "--server-id", "0"}, "--server-id must not be 0"},
+		{[]string{"--sources", "emp", "--snapshot-mode", "fast"}, "--snapshot-mode \"fast\""},
 		{[]string{"--sources", "emp", "--sink", "kafka"}, "--sink \"kafka\""},
 		{[]string{"--sources", "emp", "--target", "nodot"}, "must be database.table"},
 		{[]string{"--sources", "emp", "--label-prefix", "bad.prefix"}, "label prefix"},

@@ -157,6 +157,7 @@ var pipelineKeys = []pipelineKey{
 		return nil
 	}),
 	flagKey(secSource, "scan.incremental.snapshot.chunk.size", "chunk-size", "rows per snapshot chunk"),
+	flagKey(secSource, "snapshot-mode", "snapshot-mode", "auto, consistent or watermark (shardsync key; see --snapshot-mode)"),
 	customKey(secSource, "scan.startup.mode", "", "only initial (snapshot, then binlog) is supported", func(_ *fileState, _, v string) error {
 		if v != "initial" {
 			return fmt.Errorf("scan.startup.mode %q is not supported: shardsync always starts with a snapshot and then follows the binlog (initial); remove the key", v)
