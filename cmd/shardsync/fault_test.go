@@ -101,11 +101,13 @@ func stopWithPrecommitted(t *testing.T, r *rig, c *child, seed int64) (*testenv.
 	res := <-runWorkload(t, r, testenv.Workload{Seed: seed, Transactions: 40, MaxRowsPerTxn: 5, FirstID: 1 << 40})
 	require.NotNil(t, res)
 	var ti dorisemu.TxnInfo
+	// A commit is attempted only after the PRECOMMITTED record is in the
+	// ledger, so a failed commit attempt proves the ledger has it.
 	require.Eventually(t, func() bool {
 		var ok bool
 		ti, ok = precommittedTxn(r.emu)
-		return ok
-	}, 30*time.Second, 100*time.Millisecond, "an epoch is pre-committed while its commit fails")
+		return ok && f.Injected()["fail:"+string(dorisemu.FE2PC)] > 0
+	}, 30*time.Second, 50*time.Millisecond, "an epoch is pre-committed while its commit fails")
 	c.kill(t)
 	require.NoError(t, f.Reset())
 	return res, ti
