@@ -264,11 +264,9 @@ func (r *binlogReader) handle(ctx context.Context, ev *replication.BinlogEvent) 
 	case *replication.MariadbGTIDEvent:
 		r.begin(fmt.Sprintf("%d-%d-%d", e.GTID.DomainID, e.GTID.ServerID, e.GTID.SequenceNumber), e.GTID.DomainID, e.IsStandalone(), h)
 	case *replication.GTIDEvent:
-		g := ""
-		if u, err := uuid.FromBytes(e.SID); err == nil && u != uuid.Nil {
-			g = fmt.Sprintf("%s:%d", u, e.GNO)
-		}
-		r.begin(g, 0, false, h)
+		r.begin(mysqlGTID(e), 0, false, h)
+	case *replication.GtidTaggedLogEvent: // MySQL 8.3+ tagged GTID (uuid:tag:gno)
+		r.begin(mysqlGTID(&e.GTIDEvent), 0, false, h)
 	case *replication.QueryEvent:
 		q := strings.TrimSpace(string(e.Query))
 		switch {
@@ -302,6 +300,19 @@ func (r *binlogReader) handle(ctx context.Context, ev *replication.BinlogEvent) 
 		r.s.sh.log.Debug("heartbeat inside a transaction", "gtid", r.txnGTID, "start", r.txnStart.String())
 	}
 	return nil
+}
+
+// mysqlGTID renders a MySQL GTID event as uuid:gno, or uuid:tag:gno for a
+// tagged GTID; "" for an anonymous one (gtid_mode=OFF).
+func mysqlGTID(e *replication.GTIDEvent) string {
+	u, err := uuid.FromBytes(e.SID)
+	if err != nil || u == uuid.Nil {
+		return ""
+	}
+	if tag := e.Tag.String(); tag != "" {
+		return fmt.Sprintf("%s:%s:%d", u, tag, e.GNO)
+	}
+	return fmt.Sprintf("%s:%d", u, e.GNO)
 }
 
 func hasPrefixFold(s, p string) bool { return len(s) >= len(p) && strings.EqualFold(s[:len(p)], p) }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -45,7 +46,20 @@ func demoStep(w io.Writer, format string, args ...any) {
 	fmt.Fprintf(w, "\n==> "+format+"\n", args...)
 }
 
-func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
+// syncWriter serialises writes from the demo and the job it runs.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
+	out := &syncWriter{w: w}
 	dir, err := os.MkdirTemp("", "shardsync-demo-")
 	if err != nil {
 		return err
