@@ -14,14 +14,17 @@ package merge
 // ReadTimeout without any event, heartbeat included, is a dead connection.
 //
 // Positions are taken only at boundaries: after XID, after a COMMIT query
-// (non-transactional tables), and after a DDL statement (its own
-// transaction on MariaDB and MySQL).
+// (non-transactional tables), after a DDL statement (its own transaction
+// on MariaDB and MySQL, unless it is part of a transaction that also holds
+// rows, such as CREATE TABLE … SELECT: then at the transaction's XID or
+// COMMIT), and after an XA PREPARE, COMMIT or ROLLBACK (see xa.go).
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -57,6 +60,12 @@ type binlogReader struct {
 	// the row images being converted (see values).
 	beforeBuf, afterBuf []change.Value
 	standalone          bool
+	// txnEnd is where the current transaction ends when its GTID event
+	// says (MySQL ≥ 8.0.2 writes the transaction length); 0 otherwise.
+	txnEnd uint32
+	// xa collects the row images of the XA PREPARE group being read: they
+	// are kept, not emitted, until the XA COMMIT (see xa.go).
+	xa *xaPrepared
 
 	mariaGTID map[uint32]string
 	mysqlGTID mysql.GTIDSet
@@ -184,7 +193,7 @@ func (r *binlogReader) connect(ctx context.Context) error {
 	if r.inTxn && r.emitted > 0 {
 		r.skip, r.skipGTID, r.skipPos = r.emitted, r.txnGTID, r.txnStart
 	}
-	r.inTxn, r.emitted, r.batch = false, 0, nil
+	r.inTxn, r.emitted, r.batch, r.xa = false, 0, nil, nil
 	clear(r.tmCache)
 
 	cfg := r.s.sh.cfg
@@ -263,12 +272,30 @@ func (r *binlogReader) handle(ctx context.Context, ev *replication.BinlogEvent) 
 		r.file = string(e.NextLogName)
 	case *replication.MariadbGTIDEvent:
 		r.begin(fmt.Sprintf("%d-%d-%d", e.GTID.DomainID, e.GTID.ServerID, e.GTID.SequenceNumber), e.GTID.DomainID, e.IsStandalone(), h)
+		if e.Flags&mariaFlPreparedXA != 0 {
+			r.xa = &xaPrepared{}
+		}
 	case *replication.GTIDEvent:
 		r.begin(mysqlGTID(e), 0, false, h)
+		r.setTxnLength(e.TransactionLength)
 	case *replication.GtidTaggedLogEvent: // MySQL 8.3+ tagged GTID (uuid:tag:gno)
 		r.begin(mysqlGTID(&e.GTIDEvent), 0, false, h)
+		r.setTxnLength(e.TransactionLength)
+	case *replication.GenericEvent:
+		if h.EventType == replication.XA_PREPARE_LOG_EVENT {
+			xid, onePhase, err := parseXAPrepare(e.Data)
+			if err != nil {
+				return fatal(fmt.Errorf("binlog %s:%d: %w", r.file, h.LogPos, err))
+			}
+			return r.xaPrepare(ctx, h, xid, onePhase)
+		}
 	case *replication.QueryEvent:
 		q := strings.TrimSpace(string(e.Query))
+		if verb, xid, onePhase, err := xaStatement(q); err != nil {
+			return fatal(fmt.Errorf("binlog %s:%d: %w", r.file, h.LogPos, err))
+		} else if verb != "" {
+			return r.xaQuery(ctx, h, verb, xid, onePhase)
+		}
 		switch {
 		case strings.EqualFold(q, "BEGIN"):
 			if !r.inTxn {
@@ -281,9 +308,7 @@ func (r *binlogReader) handle(ctx context.Context, ev *replication.BinlogEvent) 
 			if err := r.ddl(ctx, string(e.Schema), q); err != nil {
 				return err
 			}
-			// DDL is its own transaction (MariaDB marks it standalone);
-			// any other statement inside a transaction is not a boundary.
-			if !r.inTxn || r.standalone || r.s.flavor != mysql.MariaDBFlavor {
+			if r.ddlEndsTxn(h) {
 				return r.commit(ctx, h)
 			}
 		}
@@ -315,11 +340,38 @@ func mysqlGTID(e *replication.GTIDEvent) string {
 	return fmt.Sprintf("%s:%d", u, e.GNO)
 }
 
+// ddlEndsTxn tells whether a DDL statement at h ends its transaction. DDL
+// is its own transaction: MariaDB marks it standalone, and a MariaDB
+// transaction that is not (CREATE TABLE … SELECT: the CREATE, the rows,
+// then XID or COMMIT) ends at its XID or COMMIT. MySQL (≥ 8.0.21 writes
+// CREATE TABLE … SELECT as one transaction: GTID, the CREATE, the rows,
+// XID) has no such flag, but its GTID event carries the transaction's
+// length: the DDL ends the transaction when it ends where the length says.
+// Without a length (MySQL < 8.0.2, where CREATE TABLE … SELECT is written
+// as the CREATE and a separate transaction of rows) the DDL is the end.
+func (r *binlogReader) ddlEndsTxn(h *replication.EventHeader) bool {
+	if !r.inTxn {
+		return true
+	}
+	if r.s.flavor == mysql.MariaDBFlavor {
+		return r.standalone
+	}
+	return r.txnEnd == 0 || h.LogPos == 0 || h.LogPos >= r.txnEnd
+}
+
+// setTxnLength records where a MySQL transaction ends from its GTID
+// event's transaction length (0: not written).
+func (r *binlogReader) setTxnLength(n uint64) {
+	if n > 0 && uint64(r.txnStart.Pos)+n <= math.MaxUint32 {
+		r.txnEnd = r.txnStart.Pos + uint32(n)
+	}
+}
+
 func hasPrefixFold(s, p string) bool { return len(s) >= len(p) && strings.EqualFold(s[:len(p)], p) }
 
 func (r *binlogReader) begin(gtid string, domain uint32, standalone bool, h *replication.EventHeader) {
 	r.inTxn, r.txnGTID, r.txnDomain, r.standalone = true, gtid, domain, standalone
-	r.emitted, r.batch = 0, nil
+	r.emitted, r.batch, r.txnEnd, r.xa = 0, nil, 0, nil
 	r.txnStart = binPos{File: r.file, Pos: h.LogPos - h.EventSize}
 	r.txnTime = time.Unix(int64(h.Timestamp), 0).UTC()
 	if r.skip > 0 && !(gtid == r.skipGTID && (gtid != "" || r.txnStart == r.skipPos)) {
@@ -354,7 +406,7 @@ func (r *binlogReader) commit(ctx context.Context, h *replication.EventHeader) e
 		}
 	}
 	hadRows := r.emitted > 0
-	r.inTxn, r.emitted, r.skip, r.txnGTID = false, 0, 0, ""
+	r.inTxn, r.emitted, r.skip, r.txnGTID, r.txnEnd, r.xa = false, 0, 0, "", 0, nil
 	st := r.s.state
 	st.Pos = binPos{File: r.file, Pos: h.LogPos, GTID: r.gtidString()}
 	// Tables whose every chunk watermark is behind us are pure binlog now.
@@ -506,7 +558,6 @@ func (r *binlogReader) rows(ctx context.Context, h *replication.EventHeader, e *
 	if op == 0 {
 		return fatal(fmt.Errorf("binlog event %s for %s is not supported", h.EventType, sh.id))
 	}
-	filter := r.s.filter[sh.id]
 	step := 1
 	if op == change.Update {
 		step = 2
@@ -534,41 +585,54 @@ func (r *binlogReader) rows(ctx context.Context, h *replication.EventHeader, e *
 			}
 			r.afterBuf = after
 		}
-		rowOp := op
-		if filter != nil {
-			var keepB, keepA bool
-			if before != nil {
-				keepB = filter.emitAt(filterKey(sh, before, filter.KeyKinds), r.file, h.LogPos)
-			}
-			if after != nil {
-				keepA = filter.emitAt(filterKey(sh, after, filter.KeyKinds), r.file, h.LogPos)
-			}
-			switch {
-			case op == change.Update && keepB && !keepA:
-				rowOp, after = change.Delete, nil
-			case op == change.Update && !keepB && keepA:
-				rowOp, before = change.Insert, nil
-			case !keepB && !keepA:
-				continue
-			}
-		}
-		if r.skip > 0 {
-			r.skip--
-			continue
-		}
-		row := change.Row{Op: rowOp, Target: sh.target.id, Source: sh.id}
-		if before != nil {
-			row.Before = r.s.targetRow(sh, before)
-		}
-		if after != nil {
-			row.After = r.s.targetRow(sh, after)
-		}
-		r.batch = append(r.batch, row)
-		if len(r.batch) >= r.s.sh.cfg.BatchRows {
-			if err := r.flush(ctx); err != nil {
+		if r.xa != nil {
+			if err := r.keepXA(sh, op, before, after); err != nil {
 				return err
 			}
+			continue
 		}
+		if err := r.add(ctx, sh, op, before, after, h.LogPos); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// add passes one row image of sh, read at binlog position r.file:pos, through the
+// snapshot filter and into the current transaction's batch.
+func (r *binlogReader) add(ctx context.Context, sh *shard, op change.Op, before, after []change.Value, pos uint32) error {
+	rowOp := op
+	if filter := r.s.filter[sh.id]; filter != nil {
+		var keepB, keepA bool
+		if before != nil {
+			keepB = filter.emitAt(filterKey(sh, before, filter.KeyKinds), r.file, pos)
+		}
+		if after != nil {
+			keepA = filter.emitAt(filterKey(sh, after, filter.KeyKinds), r.file, pos)
+		}
+		switch {
+		case op == change.Update && keepB && !keepA:
+			rowOp, after = change.Delete, nil
+		case op == change.Update && !keepB && keepA:
+			rowOp, before = change.Insert, nil
+		case !keepB && !keepA:
+			return nil
+		}
+	}
+	if r.skip > 0 {
+		r.skip--
+		return nil
+	}
+	row := change.Row{Op: rowOp, Target: sh.target.id, Source: sh.id}
+	if before != nil {
+		row.Before = r.s.targetRow(sh, before)
+	}
+	if after != nil {
+		row.After = r.s.targetRow(sh, after)
+	}
+	r.batch = append(r.batch, row)
+	if len(r.batch) >= r.s.sh.cfg.BatchRows {
+		return r.flush(ctx)
 	}
 	return nil
 }

@@ -118,8 +118,9 @@ func Open(ctx context.Context, cfg Config, from change.Token, log *slog.Logger) 
 		}
 	} else {
 		// The binlog phase starts here: before the tables are listed, so a
-		// table created after the listing is in the binlog from its CREATE.
-		pos, err := masterPos(conn, s.flavor)
+		// table created after the listing is in the binlog from its CREATE;
+		// and when no XA transaction is prepared (see xa.go).
+		pos, err := startPos(ctx, conn, s.flavor, xaStartWait, log)
 		if err != nil {
 			return nil, err
 		}

@@ -67,6 +67,9 @@ type tokenState struct {
 	// Tables are the snapshotted tables whose chunk high watermarks still
 	// filter binlog events (all tables during the snapshot).
 	Tables []*tableSnap `json:"tables,omitempty"`
+	// XA are the prepared XA transactions read before Pos whose XA COMMIT
+	// or XA ROLLBACK was not read yet, with their row images (see xa.go).
+	XA []*xaPrepared `json:"xa,omitempty"`
 }
 
 // tableSnap is one table's snapshot progress.
@@ -188,6 +191,10 @@ func parseToken(tok change.Token) (*tokenState, error) {
 type tokenEncoder struct {
 	tablesJSON json.RawMessage
 	dirty      bool
+	// xaJSON caches the encoding of the prepared XA transactions, which
+	// changes only at an XA PREPARE, COMMIT or ROLLBACK.
+	xaJSON  json.RawMessage
+	xaDirty bool
 }
 
 func (e *tokenEncoder) encode(st *tokenState) change.Token {
@@ -198,6 +205,16 @@ func (e *tokenEncoder) encode(st *tokenState) change.Token {
 		}
 		e.tablesJSON, e.dirty = b, false
 	}
+	if e.xaDirty || (e.xaJSON == nil && len(st.XA) > 0) {
+		e.xaJSON, e.xaDirty = nil, false
+		if len(st.XA) > 0 {
+			b, err := json.Marshal(st.XA)
+			if err != nil {
+				panic(fmt.Sprintf("encoding token XA transactions: %v", err)) // plain data: cannot fail
+			}
+			e.xaJSON = b
+		}
+	}
 	hdr := struct {
 		Version      int             `json:"v"`
 		Routes       string          `json:"routes"`
@@ -205,9 +222,13 @@ func (e *tokenEncoder) encode(st *tokenState) change.Token {
 		Pos          binPos          `json:"pos"`
 		SnapshotDone bool            `json:"snapshot_done"`
 		Tables       json.RawMessage `json:"tables,omitempty"`
-	}{st.Version, st.Routes, st.Flavor, st.Pos, st.SnapshotDone, e.tablesJSON}
+		XA           json.RawMessage `json:"xa,omitempty"`
+	}{st.Version, st.Routes, st.Flavor, st.Pos, st.SnapshotDone, e.tablesJSON, e.xaJSON}
 	if len(st.Tables) == 0 {
 		hdr.Tables = nil
+	}
+	if len(st.XA) == 0 {
+		hdr.XA = nil
 	}
 	b, err := json.Marshal(hdr)
 	if err != nil {
