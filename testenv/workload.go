@@ -133,6 +133,17 @@ type Workload struct {
 	KeyUpdateFraction float64
 	// Conns is the number of concurrent client connections (default 2).
 	Conns int
+	// XAFraction of the transactions run as XA transactions: XA START …
+	// XA END; XA PREPARE; then, after a short random pause during which
+	// the other connections keep committing, XA COMMIT (or XA ROLLBACK
+	// for XARollbackFraction of them, default 0.2; negative for none).
+	// They are spread evenly over the run. XAFlushFraction of the XA
+	// transactions (default 0.1; negative for none) run FLUSH BINARY LOGS
+	// on a second connection between the prepare and the decision, so the
+	// decision lands in another binlog file than the rows.
+	XAFraction         float64
+	XARollbackFraction float64
+	XAFlushFraction    float64
 	// FirstID is the first change id (default 1). A second workload on the
 	// same server must start above the first's LastID to keep tokens
 	// unique; Run also starts above any token it finds in the shards.
@@ -152,6 +163,11 @@ type WorkloadResult struct {
 	// MultiShardTxns is how many committed transactions touched more than
 	// one shard.
 	MultiShardTxns int
+	// XATxns is how many committed transactions were XA transactions,
+	// XARolledBack how many XA transactions were rolled back after their
+	// prepare, and XAFlushed how many had FLUSH BINARY LOGS between their
+	// prepare and their decision.
+	XATxns, XARolledBack, XAFlushed int
 	// RolledBack is the number of rolled-back transactions (deliberate, or
 	// chosen by the server as deadlock victims); RolledBackChanges holds the
 	// changes they attempted, which must appear nowhere downstream.
@@ -217,6 +233,12 @@ func (w Workload) withDefaults() Workload {
 	if w.FirstID == 0 {
 		w.FirstID = 1
 	}
+	if w.XARollbackFraction == 0 {
+		w.XARollbackFraction = 0.2
+	}
+	if w.XAFlushFraction == 0 {
+		w.XAFlushFraction = 0.1
+	}
 	if w.Logger == nil {
 		w.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -276,6 +298,15 @@ func (w Workload) Run(ctx context.Context, m *MariaDB, spec ShardSpec) (*Workloa
 	for i, wc := range conns {
 		wg.Go(func() {
 			defer wc.c.Close()
+			if w.XAFraction > 0 {
+				a, err := m.Connect("")
+				if err != nil {
+					errs[i] = fmt.Errorf("opening workload connection %d's admin connection: %w", i, err)
+					return
+				}
+				wc.admin = a
+				defer a.Close()
+			}
 			errs[i] = wc.loop(ctx, run)
 		})
 	}
@@ -288,9 +319,12 @@ func (w Workload) Run(ctx context.Context, m *MariaDB, spec ShardSpec) (*Workloa
 		res.Txns += wc.txns
 		res.MultiShardTxns += wc.multiShard
 		res.RolledBack += wc.rollbacks
+		res.XATxns += wc.xaTxns
+		res.XARolledBack += wc.xaRollbacks
+		res.XAFlushed += wc.xaFlushes
 	}
 	w.Logger.Info("workload done", "txns", res.Txns, "changes", len(res.Changes),
-		"rolled_back", res.RolledBack, "multi_shard", res.MultiShardTxns, "elapsed", res.Elapsed)
+		"rolled_back", res.RolledBack, "multi_shard", res.MultiShardTxns, "xa", res.XATxns, "xa_rolled_back", res.XARolledBack, "elapsed", res.Elapsed)
 	if err := errors.Join(errs...); err != nil {
 		return res, err
 	}
@@ -322,6 +356,17 @@ func evenly(i int64, f, phase float64) bool {
 // and deliberately rolled-back transactions.
 func (w Workload) multiShardSlot(i int64) bool { return evenly(i, w.MultiShardFraction, 0) }
 func (w Workload) rollbackSlot(i int64) bool   { return evenly(i, w.RollbackFraction, 0.382) }
+
+// xaSlot says which schedule slots are XA transactions; xaRollback and
+// xaFlush which XA transactions (numbered by their slot) roll back after
+// the prepare and flush the binlog before the decision.
+func (w Workload) xaSlot(i int64) bool { return evenly(i, w.XAFraction, 0.618) }
+func (w Workload) xaRollback(i int64) bool {
+	return evenly(int64(float64(i)*w.XAFraction), w.XARollbackFraction, 0.5)
+}
+func (w Workload) xaFlush(i int64) bool {
+	return evenly(int64(float64(i)*w.XAFraction), w.XAFlushFraction, 0.25)
+}
 
 // keySet is a set of keys with uniform random choice.
 type keySet struct {
@@ -376,6 +421,9 @@ type workConn struct {
 
 	committed, rolledBack       []Change
 	txns, multiShard, rollbacks int
+
+	admin                          *client.Conn // FLUSH BINARY LOGS while this connection holds a prepared XA transaction
+	xaTxns, xaRollbacks, xaFlushes int
 }
 
 func newWorkConn(idx int, c *client.Conn, w Workload, shards []ShardID, st MergedState) *workConn {
@@ -461,6 +509,9 @@ func (wc *workConn) txn(run *workRun, slot int64) error {
 	shards := wc.pickShards(run, slot)
 	plan := wc.plan(run, shards)
 	rollback := wc.w.rollbackSlot(slot)
+	if wc.w.xaSlot(slot) {
+		return wc.xaTxn(run, slot, plan)
+	}
 
 	if err := wc.c.Begin(); err != nil {
 		return fmt.Errorf("BEGIN: %w", err)
@@ -496,6 +547,12 @@ func (wc *workConn) txn(run *workRun, slot int64) error {
 		// can no longer be trusted.
 		return fmt.Errorf("COMMIT (outcome unknown, the expected state is no longer exact): %w", err)
 	}
+	wc.noteCommit(run, changes)
+	return nil
+}
+
+// noteCommit records a committed transaction's changes.
+func (wc *workConn) noteCommit(run *workRun, changes []Change) {
 	txn := run.txnNo.Add(1)
 	touched := make(map[ShardID]bool)
 	for i := range changes {
@@ -508,6 +565,59 @@ func (wc *workConn) txn(run *workRun, slot int64) error {
 	if len(touched) > 1 {
 		wc.multiShard++
 	}
+}
+
+// xaTxn runs a planned transaction as an XA transaction: XA START, the
+// statements, XA END, XA PREPARE, a pause of up to 20 ms (with FLUSH BINARY
+// LOGS on the admin connection for some), then XA COMMIT or XA ROLLBACK.
+func (wc *workConn) xaTxn(run *workRun, slot int64, plan []stmt) error {
+	xid := fmt.Sprintf("'wl%d-%d-%d'", wc.w.Seed, wc.w.FirstID, slot)
+	if _, err := wc.c.Execute("XA START " + xid); err != nil {
+		return fmt.Errorf("XA START: %w", err)
+	}
+	var changes []Change
+	for _, s := range plan {
+		if _, err := wc.c.Execute(s.sql); err != nil {
+			_, _ = wc.c.Execute("XA END " + xid)
+			_, _ = wc.c.Execute("XA ROLLBACK " + xid)
+			if isRetryable(err) {
+				wc.noteRollback(plan)
+				return nil
+			}
+			return fmt.Errorf("executing %q in XA transaction %s: %w", abbreviate(s.sql, 160), xid, err)
+		}
+		changes = append(changes, s.changes...)
+	}
+	if _, err := wc.c.Execute("XA END " + xid); err != nil {
+		return fmt.Errorf("XA END %s: %w", xid, err)
+	}
+	if _, err := wc.c.Execute("XA PREPARE " + xid); err != nil {
+		if isRetryable(err) {
+			wc.noteRollback(plan)
+			return nil
+		}
+		return fmt.Errorf("XA PREPARE %s (outcome unknown, the expected state is no longer exact): %w", xid, err)
+	}
+	time.Sleep(time.Duration(wc.r.IntN(20)) * time.Millisecond)
+	if wc.w.xaFlush(slot) {
+		if _, err := wc.admin.Execute("FLUSH BINARY LOGS"); err != nil {
+			return fmt.Errorf("FLUSH BINARY LOGS with XA transaction %s prepared: %w", xid, err)
+		}
+		wc.xaFlushes++
+	}
+	if wc.w.xaRollback(slot) {
+		if _, err := wc.c.Execute("XA ROLLBACK " + xid); err != nil {
+			return fmt.Errorf("XA ROLLBACK %s (outcome unknown, the expected state is no longer exact): %w", xid, err)
+		}
+		wc.noteRollback(plan)
+		wc.xaRollbacks++
+		return nil
+	}
+	if _, err := wc.c.Execute("XA COMMIT " + xid); err != nil {
+		return fmt.Errorf("XA COMMIT %s (outcome unknown, the expected state is no longer exact): %w", xid, err)
+	}
+	wc.noteCommit(run, changes)
+	wc.xaTxns++
 	return nil
 }
 
