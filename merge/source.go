@@ -25,6 +25,8 @@ type Source struct {
 	// merged counts the watermark-mode chunks into which a binlog slice
 	// changed at least one row (observability and tests).
 	merged atomic.Int64
+	// xaRecoverWarned is set once XA RECOVER failed and that was logged.
+	xaRecoverWarned atomic.Bool
 
 	mu          sync.Mutex // guards targets, shards and progress for readers outside the producer
 	targets     map[change.TableID]*target
@@ -120,7 +122,7 @@ func Open(ctx context.Context, cfg Config, from change.Token, log *slog.Logger) 
 		// The binlog phase starts here: before the tables are listed, so a
 		// table created after the listing is in the binlog from its CREATE;
 		// and when no XA transaction is prepared (see xa.go).
-		pos, err := startPos(ctx, conn, s.flavor, xaStartWait, log)
+		pos, err := s.startPos(ctx, conn, xaStartWait)
 		if err != nil {
 			return nil, err
 		}

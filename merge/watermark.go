@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
@@ -114,7 +115,7 @@ func (s *Source) sendRows(ctx context.Context, ready chan<- chan piece, rows []c
 }
 
 func (s *Source) snapshotTableWatermark(ctx context.Context, conn *client.Conn, t *tableSnap, sh *shard, ready chan<- chan piece, reader int) error {
-	from, err := masterPos(conn, s.flavor)
+	from, err := s.startPos(ctx, conn, xaStartWait)
 	if err != nil {
 		return fmt.Errorf("snapshot of %s: %w", sh.id, err)
 	}
@@ -134,7 +135,7 @@ func (s *Source) snapshotTableWatermark(ctx context.Context, conn *client.Conn, 
 				return fmt.Errorf("snapshot of %s: %w", sh.id, err)
 			}
 		}
-		lw, err := masterPos(conn, s.flavor)
+		lw, err := s.startPos(ctx, conn, xaStartWait)
 		if err != nil {
 			return fmt.Errorf("low watermark of a chunk of %s: %w", sh.id, err)
 		}
@@ -203,7 +204,7 @@ func (s *Source) snapshotTableWatermark(ctx context.Context, conn *client.Conn, 
 func (s *Source) snapshotWholeWatermark(ctx context.Context, conn *client.Conn, t *tableSnap, sh *shard, ready chan<- chan piece, reader int, from binPos) error {
 	q := s.buildQueries(sh, 0)
 	for attempt := 1; ; attempt++ {
-		lw, err := masterPos(conn, s.flavor)
+		lw, err := s.startPos(ctx, conn, xaStartWait)
 		if err != nil {
 			return fmt.Errorf("low watermark of %s: %w", sh.id, err)
 		}
@@ -278,6 +279,26 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 	file := from.File
 	images := 0
 	var checked *replication.TableMapEvent
+	// XA transactions (see xa.go) change the table at their XA COMMIT:
+	// the row images of a prepare group are held (cur while it is read,
+	// then prepared by xid) and applied at an XA COMMIT inside the slice.
+	// A transaction prepared in the slice and decided after it was not
+	// committed when the chunk was read. One prepared before the slice and
+	// committed in it had committed before the chunk's SELECT: the slice
+	// starts at a low watermark read when no XA transaction was prepared
+	// (startPos), so it was decided before that SELECT began.
+	type image struct{ before, after []change.Value }
+	var cur []image
+	inXA := false
+	prepared := map[string][]image{}
+	applyAll := func(imgs []image) {
+		for _, im := range imgs {
+			images++
+			if apply != nil {
+				apply(im.before, im.after)
+			}
+		}
+	}
 	for {
 		wctx, cancel := context.WithTimeout(ctx, cfg.ReadTimeout)
 		ev, err := st.GetEvent(wctx)
@@ -296,6 +317,40 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 		case *replication.RotateEvent:
 			file = string(e.NextLogName)
 			continue
+		case *replication.MariadbGTIDEvent:
+			inXA, cur = e.Flags&mariaFlPreparedXA != 0, nil
+		case *replication.GTIDEvent, *replication.GtidTaggedLogEvent:
+			inXA, cur = false, nil
+		case *replication.QueryEvent:
+			verb, xid, onePhase, err := xaStatement(strings.TrimSpace(string(e.Query)))
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", what, err)
+			}
+			switch {
+			case verb == "START":
+				inXA, cur = true, nil
+			case verb == "COMMIT" && inXA && onePhase:
+				applyAll(cur)
+				inXA, cur = false, nil
+			case verb == "COMMIT":
+				applyAll(prepared[xid])
+				delete(prepared, xid)
+			case verb == "ROLLBACK":
+				delete(prepared, xid)
+			}
+		case *replication.GenericEvent:
+			if h.EventType == replication.XA_PREPARE_LOG_EVENT {
+				xid, onePhase, err := parseXAPrepare(e.Data)
+				if err != nil {
+					return 0, fmt.Errorf("%s: %w", what, err)
+				}
+				if onePhase {
+					applyAll(cur)
+				} else if len(cur) > 0 {
+					prepared[xid] = cur
+				}
+				inXA, cur = false, nil
+			}
 		case *replication.RowsEvent:
 			if string(e.Table.Schema) != sh.id.Database || string(e.Table.Table) != sh.id.Table {
 				break
@@ -319,25 +374,27 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 				step = 2
 			}
 			for i := 0; i+step <= len(e.Rows); i += step {
-				images++
-				if apply == nil {
-					continue
-				}
 				first, err := imageValues(sh, e.Rows[i], nil)
 				if err != nil {
 					return 0, fmt.Errorf("%s: %w", what, err)
 				}
+				var im image
 				switch op {
 				case change.Insert:
-					apply(nil, first)
+					im.after = first
 				case change.Delete:
-					apply(first, nil)
+					im.before = first
 				default:
 					second, err := imageValues(sh, e.Rows[i+1], nil)
 					if err != nil {
 						return 0, fmt.Errorf("%s: %w", what, err)
 					}
-					apply(first, second)
+					im.before, im.after = first, second
+				}
+				if inXA {
+					cur = append(cur, im)
+				} else {
+					applyAll([]image{im})
 				}
 			}
 		}

@@ -48,7 +48,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"math"
 	"slices"
 	"strconv"
@@ -485,20 +484,23 @@ func (r *binlogReader) emitXA(ctx context.Context, h *replication.EventHeader, p
 	return nil
 }
 
-// startPos reads the binlog position a fresh stream starts from, at an
-// instant when no XA transaction is prepared (see the comment at the top):
-// it reads the position and then XA RECOVER, and repeats until XA RECOVER
-// is empty, for up to wait.
-func startPos(ctx context.Context, conn *client.Conn, flavor string, wait time.Duration, log *slog.Logger) (binPos, error) {
+// startPos reads a binlog position at an instant when no XA transaction
+// is prepared (see the comment at the top): the position a fresh stream
+// starts from, and the low watermarks of the watermark snapshot mode. It
+// reads the position and then XA RECOVER, and repeats until XA RECOVER is
+// empty, for up to wait.
+func (s *Source) startPos(ctx context.Context, conn *client.Conn, wait time.Duration) (binPos, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		pos, err := masterPos(conn, flavor)
+		pos, err := masterPos(conn, s.flavor)
 		if err != nil {
 			return binPos{}, err
 		}
 		xids, err := preparedXA(conn)
 		if err != nil {
-			log.Warn("cannot list prepared XA transactions (XA RECOVER); an XA transaction prepared before the start position and committed during the snapshot would be missed", "err", err)
+			if !s.xaRecoverWarned.Swap(true) {
+				s.sh.log.Warn("cannot list prepared XA transactions (XA RECOVER); an XA transaction prepared before the start position (or a watermark snapshot chunk) and committed during the snapshot would be missed", "err", err)
+			}
 			return pos, nil
 		}
 		if len(xids) == 0 {
@@ -510,7 +512,7 @@ func startPos(ctx context.Context, conn *client.Conn, flavor string, wait time.D
 		select {
 		case <-ctx.Done():
 			return binPos{}, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

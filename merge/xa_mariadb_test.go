@@ -3,6 +3,7 @@ package merge
 import (
 	"context"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -112,3 +113,115 @@ func xaExactAcrossRestarts(t *testing.T, mode string, serverID uint32) {
 	t.Logf("%d restarts (%d mid-snapshot, %d with prepared XA transactions in the token); workload %d txns, %d XA committed, %d XA rolled back, %d XA across a binlog flush",
 		restarts, midSnapshot, withPendingXA, wres.Txns, wres.XATxns, wres.XARolledBack, wres.XAFlushed)
 }
+
+// In the watermark snapshot mode a chunk is merged with the binlog slice
+// up to its high watermark. An XA transaction changes the chunk only if its
+// XA COMMIT is in the slice: rows of a transaction prepared but not decided
+// by the high watermark (or rolled back) were not committed when the chunk
+// was read and must not be merged into it.
+func TestXAWatermarkSliceAppliesAtCommit(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{ServerID: 64})
+	spec := testenv.ShardSpec{Databases: 1, Tables: 1, Rows: 10, Seed: 3}
+	require.NoError(t, spec.Create(t.Context(), m))
+	cfg := testConfig(t, m, empRoute(t))
+	cfg.SnapshotMode = SnapshotWatermark
+	src, err := Open(t.Context(), cfg, nil, nil)
+	require.NoError(t, err)
+	defer src.Close()
+	c := newConsumer(t)
+	c.run(t.Context(), src, func() bool { return src.Progress().Done })
+	src.mu.Lock()
+	sh := src.shards[change.TableID{Database: "emp_1", Table: "employees_1"}]
+	src.mu.Unlock()
+	require.NotNil(t, sh)
+
+	ins := func(k int) string {
+		return "INSERT INTO emp_1.employees_1 (emp_no, birth_date, first_name, last_name, gender, hire_date) VALUES (" +
+			strconvItoa(k) + ", '1960-01-01', 'X', 'Y', 'M', '1990-01-01')"
+	}
+	replay := func(from, to binPos) []string {
+		var got []string
+		_, err := src.replaySlice(t.Context(), 5, sh, from, to, func(before, after []change.Value) {
+			switch {
+			case after == nil:
+				got = append(got, "delete "+strconvItoa(int(before[0].(int64))))
+			default:
+				got = append(got, "write "+strconvItoa(int(after[0].(int64))))
+			}
+		})
+		require.NoError(t, err)
+		return got
+	}
+
+	from := currentPos(t, m)
+	a, err := m.Connect("")
+	require.NoError(t, err)
+	defer a.Close()
+	for _, q := range []string{"XA START 'p'", ins(1001), "XA END 'p'", "XA PREPARE 'p'"} {
+		_, err := a.Execute(q)
+		require.NoError(t, err, q)
+	}
+	require.NoError(t, m.Exec(ins(1002)))
+	require.NoError(t, m.Exec("XA START 'r'", ins(1003), "XA END 'r'", "XA PREPARE 'r'", "XA ROLLBACK 'r'"))
+	hw1 := currentPos(t, m)
+	require.Equal(t, []string{"write 1002"}, replay(from, hw1), "rows of an undecided or rolled-back XA transaction were merged into a chunk")
+
+	require.NoError(t, m.Exec("FLUSH BINARY LOGS"))
+	_, err = a.Execute("XA COMMIT 'p'")
+	require.NoError(t, err)
+	require.NoError(t, m.Exec("XA START 'o'", ins(1004), "XA END 'o'", "XA COMMIT 'o' ONE PHASE"))
+	hw2 := currentPos(t, m)
+	require.Equal(t, []string{"write 1002", "write 1001", "write 1004"}, replay(from, hw2))
+}
+
+// A fresh start takes its position only when no XA transaction is
+// prepared: the rows of one prepared before the position are not in the
+// binlog it reads.
+func TestXAFreshStartWaitsForPreparedXA(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{ServerID: 65})
+	spec := testenv.ShardSpec{Databases: 1, Tables: 1, Rows: 10, Seed: 3}
+	require.NoError(t, spec.Create(t.Context(), m))
+	a, err := m.Connect("")
+	require.NoError(t, err)
+	defer a.Close()
+	for _, q := range []string{"XA START 'early'", "UPDATE emp_1.employees_1 SET last_name='xa' WHERE emp_no=1", "XA END 'early'", "XA PREPARE 'early'"} {
+		_, err := a.Execute(q)
+		require.NoError(t, err, q)
+	}
+	cfg := testConfig(t, m, empRoute(t))
+	type opening struct {
+		src *Source
+		err error
+	}
+	opened := make(chan opening, 1)
+	go func() {
+		src, err := Open(t.Context(), cfg, nil, nil)
+		opened <- opening{src, err}
+	}()
+	select {
+	case <-opened:
+		t.Fatal("the stream started while an XA transaction was prepared")
+	case <-time.After(time.Second):
+	}
+	_, err = a.Execute("XA COMMIT 'early'")
+	require.NoError(t, err)
+	var o opening
+	select {
+	case o = <-opened:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stream did not start after the XA transaction was committed")
+	}
+	require.NoError(t, o.err)
+	src := o.src
+	defer src.Close()
+	c := newConsumer(t)
+	end := currentPos(t, m)
+	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
+	want, err := testenv.ReadMergedState(t.Context(), m, spec)
+	require.NoError(t, err)
+	require.Empty(t, want.Diff(c.strState(), 10))
+}
+
+func strconvItoa(n int) string { return strconv.Itoa(n) }
