@@ -77,6 +77,9 @@ func expectedOps(res *testenv.WorkloadResult) []opKey {
 // process, so their state outlives the child), SIGKILLs it at random moments while a random
 // workload runs, restarts it each time, and then checks that the target
 // equals the merged source and that every change was applied exactly once.
+// A third of the workload's transactions are XA transactions (a fifth of
+// those rolled back after their prepare, some decided after FLUSH BINARY
+// LOGS), so kills land while XA transactions are prepared and undecided.
 func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	kills1, kills2 := 10, 22
 	if testing.Short() {
@@ -111,7 +114,8 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	}
 
 	// Phase 1: crashes during the snapshot, with changes arriving meanwhile.
-	wl1 := runWorkload(t, r, testenv.Workload{Seed: seed, Rate: 80, Duration: 6 * time.Second, MaxRowsPerTxn: 8, MultiShardFraction: 0.2})
+	wl1 := runWorkload(t, r, testenv.Workload{Seed: seed, Rate: 80, Duration: 6 * time.Second, MaxRowsPerTxn: 8, MultiShardFraction: 0.2,
+		XAFraction: 1.0 / 3})
 	crashLoop(kills1)
 	res1 := <-wl1
 	require.NotNil(t, res1)
@@ -120,13 +124,24 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 
 	// Phase 2: crashes while following the binlog; every change counted.
 	wl2 := runWorkload(t, r, testenv.Workload{Seed: seed + 1, Rate: 120, Duration: 10 * time.Second,
-		MaxRowsPerTxn: 20, MultiShardFraction: 0.3, FirstID: res1.LastID + 1})
+		MaxRowsPerTxn: 20, MultiShardFraction: 0.3, FirstID: res1.LastID + 1, XAFraction: 1.0 / 3})
 	crashLoop(kills2)
 	res2 := <-wl2
 	require.NotNil(t, res2)
 	require.Equal(t, res2.Expected(want1), r.source(t), "the workload model agrees with the source")
 	converge()
 	n := r.requireExactlyOnce(t, res2)
-	t.Logf("%d kills, %d runs; %d binlog-phase changes each applied exactly once; %d + %d source txns",
-		kills1+kills2, len(r.runs), n, res1.Txns, res2.Txns)
+	applied := map[string]bool{}
+	for k := range appliedOps(t, r.emu, rigDB, rigTable) {
+		applied[k.name] = true
+	}
+	for _, ch := range append(res1.RolledBackChanges, res2.RolledBackChanges...) {
+		if ch.Op != testenv.OpDelete {
+			require.False(t, applied[ch.After["last_name"]], "rolled-back change %d (%s %s) was applied", ch.ID, ch.Op, ch.Shard)
+		}
+	}
+	require.Positive(t, res2.XATxns, "no XA transaction committed while following the binlog")
+	require.Positive(t, res1.XARolledBack+res2.XARolledBack, "no XA transaction rolled back")
+	t.Logf("%d kills, %d runs; %d binlog-phase changes each applied exactly once; %d + %d source txns (%d + %d XA committed, %d + %d XA rolled back)",
+		kills1+kills2, len(r.runs), n, res1.Txns, res2.Txns, res1.XATxns, res2.XATxns, res1.XARolledBack, res2.XARolledBack)
 }
