@@ -212,3 +212,34 @@ func TestWorkloadOnTutorialData(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, r2.Expected(got).Diff(got2, 10))
 }
+
+// With XAFraction a third of the transactions are XA transactions, a fifth
+// of those rolled back after XA PREPARE and some decided after FLUSH
+// BINARY LOGS; the model still agrees with the source.
+func TestWorkloadXAModelMatchesSource(t *testing.T) {
+	t.Parallel()
+	m := StartMariaDB(t, MariaDBOptions{})
+	ctx := t.Context()
+	spec := ShardSpec{Databases: 2, Tables: 2, Rows: 50, Seed: 9}
+	require.NoError(t, spec.Create(ctx, m))
+	file := func() string {
+		rows, err := m.Query("SHOW MASTER STATUS")
+		require.NoError(t, err)
+		return rows[0][0]
+	}
+	first := file()
+	w := Workload{Seed: 13, Transactions: 150, Conns: 3, XAFraction: 1.0 / 3, XAFlushFraction: 0.2, RollbackFraction: -1}
+	r, err := w.Run(ctx, m, spec)
+	require.NoError(t, err)
+	checkResult(t, r)
+	require.InDelta(t, 50, r.XATxns+r.XARolledBack, 2, "XAFraction is honoured")
+	require.InDelta(t, 10, r.XARolledBack, 2, "XARollbackFraction is honoured")
+	require.Positive(t, r.XAFlushed)
+	require.NotEqual(t, first, file(), "FLUSH BINARY LOGS ran")
+	got, err := ReadMergedState(ctx, m, spec)
+	require.NoError(t, err)
+	require.Empty(t, r.Expected(spec.InitialState()).Diff(got, 10), "model and source agree")
+	rows, err := m.Query("XA RECOVER")
+	require.NoError(t, err)
+	require.Empty(t, rows, "the workload left a prepared XA transaction")
+}
