@@ -149,6 +149,15 @@ func (s *Source) snapshotTableWatermark(ctx context.Context, conn *client.Conn, 
 			buf.rows = append(buf.rows, chunkRow{key: key, after: after})
 			return nil
 		}, nil)
+		// The SELECT ran outside a transaction: a DDL may have changed the
+		// table under it (it is also seen in the binlog slice when rows
+		// of the new shape follow it).
+		if moved, serr := s.shapeMoved(conn, sh); serr != nil || moved {
+			if moved {
+				return errShapeChanged
+			}
+			return serr
+		}
 		if err != nil {
 			return fmt.Errorf("reading a chunk of %s: %w", sh.id, err)
 		}
@@ -161,15 +170,15 @@ func (s *Source) snapshotTableWatermark(ctx context.Context, conn *client.Conn, 
 		}
 		if compareFilePos(from.File, from.Pos, hw.File, hw.Pos) < 0 {
 			changed := false
-			_, err := s.replaySlice(ctx, reader, sh, from, hw, func(before, after []change.Value) {
+			_, err := s.replaySlice(ctx, reader, sh, from, hw, func(img *shard, before, after []change.Value) {
 				if before != nil {
-					if k := filterKey(sh, before, t.KeyKinds); buf.inRange(k) && buf.remove(k) {
+					if k := filterKey(img, before, t.KeyKinds); buf.inRange(k) && buf.remove(k) {
 						changed = true
 					}
 				}
 				if after != nil {
-					if k := filterKey(sh, after, t.KeyKinds); buf.inRange(k) {
-						buf.upsert(k, s.targetRow(sh, after))
+					if k := filterKey(img, after, t.KeyKinds); buf.inRange(k) {
+						buf.upsert(k, s.targetRow(img, after))
 						changed = true
 					}
 				}
@@ -217,6 +226,12 @@ func (s *Source) snapshotWholeWatermark(ctx context.Context, conn *client.Conn, 
 			rows = append(rows, change.Row{Op: change.Insert, Target: sh.target.id, Source: sh.id, After: after})
 			return nil
 		}, nil)
+		if moved, serr := s.shapeMoved(conn, sh); serr != nil || moved {
+			if moved {
+				return errShapeChanged
+			}
+			return serr
+		}
 		if err != nil {
 			return fmt.Errorf("reading %s: %w", sh.id, err)
 		}
@@ -245,9 +260,12 @@ func (s *Source) snapshotWholeWatermark(ctx context.Context, conn *client.Conn, 
 // the boundary to with its own replica connection (server id
 // Config.backfillServerID(reader)) and calls apply (if not nil) with the
 // shard values of every row image of sh in it: before is nil for an
-// insert, after nil for a delete. It returns the number of row images of
-// sh.
-func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, to binPos, apply func(before, after []change.Value)) (int, error) {
+// insert, after nil for a delete, img the shard as of the image's table
+// map (sh, or a view of it for rows written before a change sh already
+// has). It returns the number of row images of sh. A DDL on sh's table in
+// the slice, or rows of a shape sh does not have yet, end it with
+// errShapeChanged.
+func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, to binPos, apply func(img *shard, before, after []change.Value)) (int, error) {
 	cfg := s.sh.cfg
 	host, port, err := splitAddr(cfg.Addr)
 	if err != nil {
@@ -278,6 +296,7 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 	file := from.File
 	images := 0
 	var checked *replication.TableMapEvent
+	img := sh
 	for {
 		wctx, cancel := context.WithTimeout(ctx, cfg.ReadTimeout)
 		ev, err := st.GetEvent(wctx)
@@ -296,17 +315,27 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 		case *replication.RotateEvent:
 			file = string(e.NextLogName)
 			continue
+		case *replication.QueryEvent:
+			st := parseDDL(string(e.Schema), string(e.Query))
+			if st.kind != ddlOther && slices.Contains(st.tables, sh.id) {
+				return 0, errShapeChanged
+			}
 		case *replication.RowsEvent:
 			if string(e.Table.Schema) != sh.id.Database || string(e.Table.Table) != sh.id.Table {
 				break
 			}
 			if e.Table != checked {
-				cols, _, err := colsFromTableMap(e.Table, s.cs)
+				cols, key, err := colsFromTableMap(e.Table, s.cs)
 				if err != nil {
 					return 0, fmt.Errorf("%s: %w", what, err)
 				}
-				if !sameCols(sh.cols, cols) {
-					return 0, fmt.Errorf("%w: the schema of %s changed while a snapshot chunk of it was read (binlog slice %s … %s): open again from the last token to continue", ErrIncompatibleSchema, sh.id, from, to)
+				switch {
+				case sameCols(sh.cols, cols):
+					img = sh
+				case slices.Equal(sh.key, key) && isPast(cols, sh.cols):
+					img = pastView(sh, cols, &s.sh.cfg)
+				default:
+					return 0, errShapeChanged
 				}
 				checked = e.Table
 			}
@@ -323,21 +352,21 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 				if apply == nil {
 					continue
 				}
-				first, err := imageValues(sh, e.Rows[i], nil)
+				first, err := imageValues(img, e.Rows[i], nil)
 				if err != nil {
 					return 0, fmt.Errorf("%s: %w", what, err)
 				}
 				switch op {
 				case change.Insert:
-					apply(nil, first)
+					apply(img, nil, first)
 				case change.Delete:
-					apply(first, nil)
+					apply(img, first, nil)
 				default:
-					second, err := imageValues(sh, e.Rows[i+1], nil)
+					second, err := imageValues(img, e.Rows[i+1], nil)
 					if err != nil {
 						return 0, fmt.Errorf("%s: %w", what, err)
 					}
-					apply(first, second)
+					apply(img, first, second)
 				}
 			}
 		}
