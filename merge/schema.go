@@ -722,6 +722,16 @@ func checkEvolution(sh change.TableID, old, new []shardCol, oldKey, newKey []str
 			}
 		}
 	}
+	if len(new) == len(old) {
+		for i, o := range old {
+			n := new[i]
+			if n.name != o.name && !slices.ContainsFunc(new, func(c shardCol) bool { return c.name == o.name }) &&
+				!slices.ContainsFunc(old, func(c shardCol) bool { return c.name == n.name }) {
+				return fmt.Errorf("%w: shard %s renamed column %s to %s; shardsync does not rename a merged target's column (the other shards, and this shard's rows already loaded, still have %s): rename the column in every shard and the target while the job is stopped and re-snapshot, or add the new column instead of renaming; statement: %s",
+					ErrIncompatibleSchema, sh, o.name, n.name, o.name, stmt)
+			}
+		}
+	}
 	for i, o := range old {
 		if i >= len(new) || new[i].name != o.name {
 			got := "(none)"

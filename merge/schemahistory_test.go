@@ -262,3 +262,16 @@ func TestDDLDuringSnapshot(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckEvolutionRename(t *testing.T) {
+	id := change.TableID{Database: "s_1", Table: "t"}
+	i32 := colType{base: "int"}
+	vc := colType{base: "varchar", length: 20}
+	old := []shardCol{{name: "id", typ: i32}, {name: "v", typ: vc}}
+	err := checkEvolution(id, old, []shardCol{{name: "id", typ: i32}, {name: "w", typ: vc}}, []string{"id"}, []string{"id"}, "ALTER TABLE t RENAME COLUMN v TO w")
+	require.ErrorIs(t, err, ErrIncompatibleSchema)
+	require.Contains(t, err.Error(), "shard s_1.t renamed column v to w")
+	// Widening and adding at the end are compatible.
+	require.NoError(t, checkEvolution(id, old, []shardCol{{name: "id", typ: colType{base: "bigint"}}, {name: "v", typ: colType{base: "varchar", length: 80}}, {name: "b", typ: i32}},
+		[]string{"id"}, []string{"id"}, "ALTER TABLE t MODIFY …"))
+}
