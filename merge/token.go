@@ -76,8 +76,11 @@ type tokenState struct {
 	Schemas *schemaState `json:"schemas,omitempty"`
 }
 
-// schemaState is the schema part of a token.
+// schemaState is the schema part of a token. Shards usually share their
+// shape, so each distinct column list is stored once in Shapes and shards
+// refer to it by index (a token is written with every epoch).
 type schemaState struct {
+	Shapes  [][]colState  `json:"shapes"`
 	Targets []targetState `json:"targets"`
 }
 
@@ -91,10 +94,10 @@ type targetState struct {
 }
 
 type shardState struct {
-	DB    string     `json:"db"`
-	Table string     `json:"table"`
-	Cols  []colState `json:"cols"`
-	Key   []string   `json:"key,omitempty"`
+	DB    string   `json:"db"`
+	Table string   `json:"table"`
+	Shape int      `json:"shape"` // index in schemaState.Shapes
+	Key   []string `json:"key,omitempty"`
 }
 
 type colState struct {
@@ -134,12 +137,27 @@ func colsFromState(cs []colState) []shardCol {
 // schemaState captures the targets and shards (producer goroutine only).
 func (s *Source) schemaState() *schemaState {
 	st := &schemaState{}
+	shapes := map[string]int{}
+	shape := func(cols []shardCol) int {
+		cs := colsState(cols)
+		b, err := json.Marshal(cs)
+		if err != nil {
+			panic(fmt.Sprintf("encoding a shard shape: %v", err)) // plain data: cannot fail
+		}
+		i, ok := shapes[string(b)]
+		if !ok {
+			i = len(st.Shapes)
+			shapes[string(b)] = i
+			st.Shapes = append(st.Shapes, cs)
+		}
+		return i
+	}
 	for _, id := range s.targetOrder {
 		t := s.targets[id]
 		ts := targetState{DB: id.Database, Table: id.Table, Cols: colsState(t.cols), Key: t.key, KeyOf: t.keyOf.String()}
 		for _, sid := range sortedIDs(t.shards) {
 			sh := t.shards[sid]
-			ts.Shards = append(ts.Shards, shardState{DB: sid.Database, Table: sid.Table, Cols: colsState(sh.cols), Key: sh.key})
+			ts.Shards = append(ts.Shards, shardState{DB: sid.Database, Table: sid.Table, Shape: shape(sh.cols), Key: sh.key})
 		}
 		st.Targets = append(st.Targets, ts)
 	}
@@ -157,11 +175,14 @@ func (s *Source) restoreSchemas(st *schemaState) error {
 			if ri < 0 || s.sh.cfg.Routes[ri].Target != id {
 				return fmt.Errorf("%w: the token routes shard %s to %s, which the routes no longer do; changing routes needs a fresh snapshot (open without a token)", ErrBadToken, sid, id)
 			}
+			if ss.Shape < 0 || ss.Shape >= len(st.Shapes) {
+				return fmt.Errorf("%w: shard %s refers to schema shape %d of %d", ErrBadToken, sid, ss.Shape, len(st.Shapes))
+			}
 			tg.route = ri
 			if sid.String() == ts.KeyOf {
 				tg.keyOf = sid
 			}
-			sh := &shard{id: sid, target: tg, cols: colsFromState(ss.Cols), key: ss.Key}
+			sh := &shard{id: sid, target: tg, cols: colsFromState(st.Shapes[ss.Shape]), key: ss.Key}
 			tg.shards[sid] = sh
 			s.shards[sid] = sh
 		}
