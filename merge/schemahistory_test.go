@@ -177,8 +177,8 @@ func TestAddColumnConflictingDefaultStops(t *testing.T) {
 
 // DDL at random points of a snapshot, in both snapshot modes: rows of one
 // shape are never emitted under the other shape's schema. Compatible
-// changes (ADD COLUMN with and without a default, a widened type) end
-// exact; an incompatible one (DROP, RENAME COLUMN) stops the stream with
+// changes (ADD COLUMN with a default, a widened type) end exact; an
+// incompatible one (a narrowed type, DROP, RENAME COLUMN) stops the stream with
 // the incompatible-schema message, and what was committed before it is
 // the source's state of those rows.
 func TestDDLDuringSnapshot(t *testing.T) {
@@ -195,6 +195,7 @@ func TestDDLDuringSnapshot(t *testing.T) {
 		}{
 			{name: "add", ddl: []string{"ALTER TABLE s_2.t ADD COLUMN bonus INT NOT NULL DEFAULT 7", "UPDATE s_2.t SET bonus=id WHERE id % 3 = 0", "INSERT INTO s_2.t VALUES (5000,'new',11)"}, cols: []string{"id", "v", "bonus"}},
 			{name: "widen", ddl: []string{"ALTER TABLE s_2.t MODIFY COLUMN v VARCHAR(200)", "UPDATE s_2.t SET v=CONCAT(v, REPEAT('w', 60)) WHERE id % 4 = 0"}, cols: []string{"id", "v"}},
+			{name: "narrow", ddl: []string{"ALTER TABLE s_2.t MODIFY COLUMN v VARCHAR(12)"}, stops: "not a widening"},
 			{name: "drop", ddl: []string{"ALTER TABLE s_2.t DROP COLUMN v"}, stops: "lost column v"},
 			{name: "rename", ddl: []string{"ALTER TABLE s_2.t RENAME COLUMN v TO w"}, stops: "s_2.t"},
 		} {
