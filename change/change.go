@@ -121,6 +121,13 @@ type Column struct {
 	Name     string
 	Type     Type
 	Nullable bool
+	// Default is the value, as SQL literal text without quotes (e.g. "7",
+	// "abc", "2024-01-31"), that rows existing when the column is added
+	// hold: the source filled them with it (ADD COLUMN … DEFAULT x, or the
+	// implicit default of a NOT NULL column). nil: NULL. Set on AddColumn
+	// changes (and on the column in the announced Schema); a sink adding the
+	// column must give existing rows this value.
+	Default *string
 }
 
 // Schema is the shape of a table at one moment. Key holds the primary key

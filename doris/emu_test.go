@@ -479,3 +479,39 @@ func TestEmuTransportFaults(t *testing.T) {
 	}
 	require.Len(t, rowsByKey(t, e, target), 1)
 }
+
+// An added column with a default gives the rows loaded before it the
+// default (ADD COLUMN … DEFAULT), and a widened column (MODIFY COLUMN)
+// then holds values the old type could not.
+func TestEmuAddColumnDefaultAndWiden(t *testing.T) {
+	e := startEmu(t, dorisemu.Options{})
+	s, _ := emuSink(t, e, nil)
+	ctx := t.Context()
+	ts := empSchema(target)
+	require.NoError(t, s.ApplySchema(ctx, ts))
+	require.Equal(t, twopc.Committed, commit(t, s, epoch(t, s, 1, ins(target, "emp_1", 1, "old"))[0]))
+
+	seven := "7"
+	bonus := change.Column{Name: "bonus", Type: change.Type{Kind: change.KindInt, SQL: "int(11)"}, Nullable: true, Default: &seven}
+	ts.Schema.Columns = append(ts.Schema.Columns, bonus)
+	ts.Changes = []change.SchemaChange{{Kind: change.AddColumn, Column: bonus}}
+	require.NoError(t, s.ApplySchema(ctx, ts))
+	require.EqualValues(t, 7, rowsByKey(t, e, target)["emp_1/employees_1/1"]["bonus"], "rows loaded before the ADD COLUMN carry its default")
+
+	wide := ts.Schema.Columns[3]
+	wide.Type = change.Type{Kind: change.KindString, SQL: "varchar(200)", Length: 200}
+	ts.Schema.Columns[3] = wide
+	ts.Changes = []change.SchemaChange{{Kind: change.WidenColumn, Column: wide}}
+	require.NoError(t, s.ApplySchema(ctx, ts))
+	long := strings.Repeat("w", 150)
+	r := ins(target, "emp_1", 2, long)
+	r.After = append(r.After, int64(9))
+	require.Equal(t, twopc.Committed, commit(t, s, epoch(t, s, 2, r)[0]))
+	got := rowsByKey(t, e, target)
+	require.Equal(t, long, got["emp_1/employees_1/2"]["name"])
+	require.EqualValues(t, 9, got["emp_1/employees_1/2"]["bonus"])
+	require.Equal(t, "old", got["emp_1/employees_1/1"]["name"])
+	// Doris (and the emulator) refuse a narrowing MODIFY.
+	err := e.Exec(fmt.Sprintf("ALTER TABLE `%s`.`%s` MODIFY COLUMN `name` VARCHAR(5) NULL", target.Database, target.Table))
+	require.ErrorContains(t, err, "Can not change")
+}

@@ -248,12 +248,17 @@ func columnDef(c change.Column) (string, error) {
 }
 
 // AddColumnSQL returns the ALTER TABLE that adds c. Added columns are
-// nullable: rows loaded before have no value for them.
+// nullable; with c.Default set they get DEFAULT, which Doris also writes
+// into every row loaded before (as the source's ALTER did to its rows).
 func AddColumnSQL(target change.TableID, c change.Column) (string, error) {
 	typ, err := DorisType(c, false)
 	if err != nil {
 		return "", fmt.Errorf("adding column to %s: %w", target, err)
 	}
-	return fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s NULL", quoteIdent(target.Database),
-		quoteIdent(target.Table), quoteIdent(c.Name), typ), nil
+	def := ""
+	if c.Default != nil {
+		def = " DEFAULT " + quoteString(*c.Default)
+	}
+	return fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s NULL%s", quoteIdent(target.Database),
+		quoteIdent(target.Table), quoteIdent(c.Name), typ, def), nil
 }

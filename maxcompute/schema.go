@@ -194,6 +194,16 @@ func (s *Sink) evolveTable(ctx context.Context, tbl *odps.Table, ts change.Table
 				"table", name, "source_key", strings.Join(ts.Schema.Key, ","))
 		}
 	}
+	// MaxCompute's ADD COLUMNS leaves the rows already in the table NULL
+	// in the new column; it cannot give them the default the source's
+	// ALTER gave its rows, so such a change is refused before anything is
+	// altered.
+	for _, ch := range ts.Changes {
+		if _, ok := byName[strings.ToLower(ch.Column.Name)]; !ok && ch.Kind == change.AddColumn && ch.Column.Default != nil {
+			return fmt.Errorf("%w: column %s was added to the source with default %q, which the source wrote into its existing rows, but MaxCompute's ADD COLUMNS leaves existing rows NULL, so %s.%s would differ from the source (cause: %s); add the column without a default (or with DEFAULT NULL), or stop the job, re-create the table and re-snapshot",
+				errSchema, ch.Column.Name, *ch.Column.Default, s.cfg.Project, name, ts.Cause)
+		}
+	}
 	var adds []string
 	for i, c := range ts.Schema.Columns {
 		j, ok := byName[strings.ToLower(c.Name)]

@@ -196,3 +196,32 @@ func TestClassify(t *testing.T) {
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
 
 func errUnexpectedEOF() error { return io.ErrUnexpectedEOF }
+
+// MaxCompute's ADD COLUMNS leaves existing rows NULL, so a column added
+// with a default (which the source wrote into its existing rows) is
+// refused with a message naming the column and the ways out, before any
+// DDL runs; without a default it is added.
+func TestAddColumnWithDefaultRefused(t *testing.T) {
+	e := mcemu.New(mcemu.Options{})
+	t.Cleanup(e.Close)
+	s := newSink(t, e)
+	v1 := empSchema(true)
+	require.NoError(t, s.ApplySchema(t.Context(), v1))
+	n := len(e.DDLLog())
+	seven := "7"
+	v2 := v1
+	v2.Schema.Columns = append(append([]change.Column(nil), v1.Schema.Columns...),
+		change.Column{Name: "bonus", Type: change.Type{Kind: change.KindInt, SQL: "int(11)"}, Nullable: true, Default: &seven})
+	v2.Changes = []change.SchemaChange{{Kind: change.AddColumn, Column: v2.Schema.Columns[len(v2.Schema.Columns)-1]}}
+	v2.Cause = "ALTER TABLE emp_1.employees_1 ADD COLUMN bonus INT NOT NULL DEFAULT 7"
+	err := s.ApplySchema(t.Context(), v2)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), `column bonus was added to the source with default "7"`)
+	require.Contains(t, err.Error(), "re-snapshot")
+	require.Len(t, e.DDLLog(), n, "nothing altered")
+
+	v2.Schema.Columns[len(v2.Schema.Columns)-1].Default = nil
+	v2.Changes[0].Column.Default = nil
+	require.NoError(t, s.ApplySchema(t.Context(), v2))
+	require.Contains(t, strings.Join(e.DDLLog(), "\n"), "add columns if not exists (`bonus` INT)")
+}

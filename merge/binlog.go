@@ -460,7 +460,7 @@ func rowOp(t replication.EventType) change.Op {
 // when it does not.
 func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEvent) (*shard, error) {
 	prev, cached := r.tmCache[tm.TableID]
-	if cached && prev.tm == tm {
+	if cached && prev.tm == tm && prev.gen == r.s.schemaGen {
 		return prev.sh, nil
 	}
 	id := change.TableID{Database: string(tm.Schema), Table: string(tm.Table)}
@@ -495,6 +495,11 @@ func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEve
 			return nil, fatal(err)
 		}
 		sh = added
+	} else if !sameCols(sh.cols, cols) && slices.Equal(sh.key, key) && isPast(cols, sh.cols) {
+		// Written before a change the shard's schema already has.
+		view := pastView(sh, cols, &r.s.sh.cfg)
+		r.cacheTableMap(tm, view, cols, key)
+		return view, nil
 	} else if !sameCols(sh.cols, cols) {
 		if r.emitted > 0 || len(r.batch) > 0 {
 			return nil, fatal(fmt.Errorf("%w: the schema of shard %s changed (last DDL: %s) but the change was first seen inside a transaction that already changed other shards", ErrIncompatibleSchema, id, sh.lastDDL))
@@ -510,6 +515,7 @@ func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEve
 // tmEntry is a table map already checked, the shard it maps to (nil: a
 // table no route takes) and the columns and key decoded from it.
 type tmEntry struct {
+	gen  uint64 // Source.schemaGen when checked
 	tm   *replication.TableMapEvent
 	sh   *shard
 	cols []shardCol
@@ -542,7 +548,7 @@ func (r *binlogReader) cacheTableMap(tm *replication.TableMapEvent, sh *shard, c
 	if len(r.tmCache) >= maxTableMaps {
 		clear(r.tmCache)
 	}
-	r.tmCache[tm.TableID] = tmEntry{tm: tm, sh: sh, cols: cols, key: key}
+	r.tmCache[tm.TableID] = tmEntry{gen: r.s.schemaGen, tm: tm, sh: sh, cols: cols, key: key}
 }
 
 func sameCols(a, b []shardCol) bool {

@@ -117,7 +117,8 @@ func noMatchError(c *client.Conn, i int, r Route) error {
 // information_schema.
 func loadSchema(c *client.Conn, id change.TableID) ([]shardCol, []string, error) {
 	rows, err := query(c, `SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, IFNULL(CHARACTER_SET_NAME,''),
-		IFNULL(CHARACTER_MAXIMUM_LENGTH,0), IFNULL(NUMERIC_PRECISION,0), IFNULL(NUMERIC_SCALE,0), IFNULL(DATETIME_PRECISION,0)
+		IFNULL(CHARACTER_MAXIMUM_LENGTH,0), IFNULL(NUMERIC_PRECISION,0), IFNULL(NUMERIC_SCALE,0), IFNULL(DATETIME_PRECISION,0),
+		COLUMN_DEFAULT IS NULL, IFNULL(COLUMN_DEFAULT,''), EXTRA
 		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=? AND TABLE_NAME=? ORDER BY ORDINAL_POSITION`, id.Database, id.Table)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the columns of %s: %w", id, err)
@@ -138,6 +139,7 @@ func loadSchema(c *client.Conn, id change.TableID) ([]shardCol, []string, error)
 			return nil, nil, fmt.Errorf("table %s column %s uses character set %s; shardsync captures utf8mb4, utf8mb3, ascii, latin1 and binary columns: convert the column", id, ic.name, t.charset)
 		}
 		cols[i] = shardCol{name: ic.name, typ: t, nullable: r[3] == "YES"}
+		cols[i].def, cols[i].defExpr = columnDefault(r[9] == "1", r[10], r[11], t)
 	}
 	krows, err := query(c, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=? AND TABLE_NAME=? AND INDEX_NAME='PRIMARY' ORDER BY SEQ_IN_INDEX", id.Database, id.Table)
 	if err != nil {
@@ -308,7 +310,7 @@ func (s *Source) registerTable(id change.TableID, ri int, cols []shardCol, key [
 		s.targets[r.Target] = tg
 		s.targetOrder = append(s.targetOrder, r.Target)
 	}
-	newCols, changes, err := tg.merge(id, cols, key, cause, &s.sh.cfg)
+	newCols, changes, err := tg.merge(id, cols, key, cause, &s.sh.cfg, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -316,6 +318,9 @@ func (s *Source) registerTable(id change.TableID, ri int, cols []shardCol, key [
 		tg.key, tg.keyOf = key, id
 	}
 	tg.cols = newCols
+	tg.setFillRow()
+	s.enc.schemaDirty = true
+	s.schemaGen++
 	sh := &shard{id: id, target: tg, cols: cols, key: key, lastDDL: cause}
 	tg.shards[id] = sh
 	s.shards[id] = sh
@@ -331,11 +336,14 @@ func (s *Source) updateShard(sh *shard, cols []shardCol, key []string, stmt stri
 		return nil, err
 	}
 	tg := sh.target
-	newCols, changes, err := tg.merge(sh.id, cols, key, stmt, &s.sh.cfg)
+	newCols, changes, err := tg.merge(sh.id, cols, key, stmt, &s.sh.cfg, sh.cols)
 	if err != nil {
 		return nil, err
 	}
 	tg.cols = newCols
+	tg.setFillRow()
+	s.enc.schemaDirty = true
+	s.schemaGen++
 	sh.cols, sh.key, sh.lastDDL = cols, key, stmt
 	for _, o := range tg.shards {
 		o.remap(&s.sh.cfg)
@@ -358,4 +366,38 @@ func checkBinlogKept(c *client.Conn, pos binPos) error {
 		return fmt.Errorf("%w: the resume position %s is in %s, but the server's oldest binlog is now %s (purged, e.g. by binlog_expire_logs_seconds or PURGE BINARY LOGS). The changes since then cannot be read: start the job again without a resume token (a fresh snapshot) and keep binlogs longer than the job may be down", ErrBinlogPurged, pos, pos.File, first)
 	}
 	return nil
+}
+
+// columnDefault reads information_schema.COLUMNS.COLUMN_DEFAULT. MariaDB
+// (≥ 10.2.7) prints it as SQL: a string literal quoted ('abc'), a number
+// bare, NULL as the word NULL, an expression as its text
+// (current_timestamp()). MySQL prints the literal bare, NULL as SQL NULL,
+// and marks expressions with DEFAULT_GENERATED in EXTRA (or
+// CURRENT_TIMESTAMP for the classic timestamp default).
+func columnDefault(isNull bool, text, extra string, t colType) (def *string, expr bool) {
+	if isNull || text == "NULL" {
+		return nil, false
+	}
+	ex := strings.ToUpper(extra)
+	if strings.Contains(ex, "DEFAULT_GENERATED") {
+		return nil, true
+	}
+	if n := len(text); n >= 2 && text[0] == '\'' && text[n-1] == '\'' {
+		v := strings.ReplaceAll(text[1:n-1], "''", "'")
+		v = strings.ReplaceAll(v, "\\\\", "\\")
+		return &v, false
+	}
+	if _, err := strconv.ParseFloat(text, 64); err == nil {
+		return &text, false
+	}
+	up := strings.ToUpper(text)
+	if strings.HasPrefix(up, "CURRENT_TIMESTAMP") || strings.HasPrefix(up, "NOW(") || strings.Contains(text, "(") {
+		return nil, true
+	}
+	// MySQL prints string and temporal literals bare.
+	switch t.kind() {
+	case change.KindString, change.KindEnum, change.KindSet, change.KindDate, change.KindDateTime, change.KindBytes:
+		return &text, false
+	}
+	return nil, true
 }

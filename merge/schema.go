@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -44,6 +45,98 @@ type shardCol struct {
 	name     string
 	typ      colType
 	nullable bool
+	// def is the column's default as literal text (nil: none or NULL);
+	// defExpr marks a default that is an expression (CURRENT_TIMESTAMP,
+	// a function), whose value for existing rows cannot be known. Read
+	// from information_schema; the binlog's table maps do not carry it.
+	def     *string
+	defExpr bool
+	// fill (target columns only) is the value the target's rows that have
+	// no value of their own hold in this column: the default the column
+	// was added with by an ALTER on a shard (the sink's ADD COLUMN …
+	// DEFAULT filled the existing rows with it), so rows of shards that
+	// lack the column carry it too. nil: NULL.
+	fill *string
+}
+
+// addedFill is the value rows existing when c is added by ALTER TABLE
+// hold in the source: its literal default, or for a NOT NULL column
+// without one the implicit default. ok is false when that value cannot be
+// known (an expression default such as CURRENT_TIMESTAMP, or an implicit
+// default of a temporal or JSON column).
+func addedFill(c shardCol) (fill *string, ok bool) {
+	if c.defExpr {
+		return nil, false
+	}
+	if c.def != nil {
+		if _, err := fillValue(*c.def, c.typ); err != nil {
+			return nil, false
+		}
+		return c.def, true
+	}
+	if c.nullable {
+		return nil, true
+	}
+	var v string
+	switch c.typ.kind() {
+	case change.KindInt, change.KindUint, change.KindFloat, change.KindDouble, change.KindDecimal, change.KindBit:
+		v = "0"
+	case change.KindString, change.KindSet, change.KindBytes:
+		v = ""
+	case change.KindEnum:
+		if len(c.typ.elems) == 0 {
+			return nil, false
+		}
+		v = c.typ.elems[0]
+	default:
+		return nil, false
+	}
+	return &v, true
+}
+
+// fillValue converts a fill's literal text to the value of a column of
+// type t.
+func fillValue(text string, t colType) (change.Value, error) {
+	switch t.kind() {
+	case change.KindInt, change.KindYear:
+		return strconv.ParseInt(text, 10, 64)
+	case change.KindUint, change.KindBit:
+		return strconv.ParseUint(text, 10, 64)
+	case change.KindFloat:
+		f, err := strconv.ParseFloat(text, 32)
+		return float32(f), err
+	case change.KindDouble:
+		return strconv.ParseFloat(text, 64)
+	case change.KindDecimal:
+		if _, err := strconv.ParseFloat(text, 64); err != nil {
+			return nil, err
+		}
+		return change.Decimal(text), nil
+	case change.KindString, change.KindEnum, change.KindSet:
+		return text, nil
+	case change.KindBytes:
+		return padBinary([]byte(text), t), nil
+	case change.KindDate:
+		if _, err := time.Parse("2006-01-02", text); err != nil {
+			return nil, err
+		}
+		return change.Date(text), nil
+	case change.KindDateTime:
+		if _, err := time.Parse("2006-01-02 15:04:05", text[:min(len(text), 19)]); err != nil {
+			return nil, err
+		}
+		return change.DateTime(normFrac(text, t.prec)), nil
+	}
+	return nil, fmt.Errorf("a default of a %s column is not filled in by shardsync", t.kind())
+}
+
+func sameFill(a, b *string) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+
+func fillText(f *string) string {
+	if f == nil {
+		return "NULL"
+	}
+	return strconv.Quote(*f)
 }
 
 var intRank = map[string]int{"tinyint": 1, "smallint": 2, "mediumint": 3, "int": 4, "bigint": 5}
@@ -473,6 +566,27 @@ type target struct {
 	key    []string   // source key columns (same in every shard)
 	keyOf  change.TableID
 	shards map[change.TableID]*shard
+	// fillRow is a target row holding every column's fill value (nil when
+	// no column has one); rows start from a copy of it.
+	fillRow []change.Value
+}
+
+// setFillRow recomputes fillRow from the columns' fills.
+func (t *target) setFillRow() {
+	t.fillRow = nil
+	for j, c := range t.cols {
+		if c.fill == nil {
+			continue
+		}
+		v, err := fillValue(*c.fill, c.typ)
+		if err != nil {
+			continue // addedFill admitted only convertible fills
+		}
+		if t.fillRow == nil {
+			t.fillRow = make([]change.Value, len(t.cols)+2)
+		}
+		t.fillRow[j+2] = v
+	}
 }
 
 // shard is one physical table routed to a target.
@@ -504,7 +618,7 @@ func (t *target) schema(cfg *Config) change.Schema {
 	}
 	cols := []change.Column{meta(cfg.DatabaseColumn), meta(cfg.TableColumn)}
 	for _, c := range t.cols {
-		cols = append(cols, change.Column{Name: c.name, Type: c.typ.changeType(), Nullable: c.nullable})
+		cols = append(cols, change.Column{Name: c.name, Type: c.typ.changeType(), Nullable: c.nullable, Default: c.fill})
 	}
 	var key []string
 	if len(t.key) > 0 {
@@ -515,8 +629,11 @@ func (t *target) schema(cfg *Config) change.Schema {
 
 // merge computes the union of the target with a shard's columns without
 // changing the target. It returns the new columns and the changes, or an
-// error naming the shard, the column and cause.
-func (t *target) merge(sh change.TableID, cols []shardCol, key []string, cause string, cfg *Config) ([]shardCol, []change.SchemaChange, error) {
+// error naming the shard, the column and cause. prev is the shard's
+// columns before an ALTER TABLE (nil for a shard being added): a column the
+// ALTER adds filled the shard's existing rows with its default, which the
+// target must hold for them too (see shardCol.fill).
+func (t *target) merge(sh change.TableID, cols []shardCol, key []string, cause string, cfg *Config, prev []shardCol) ([]shardCol, []change.SchemaChange, error) {
 	if len(t.shards) > 0 && !slices.Equal(t.key, key) {
 		return nil, nil, fmt.Errorf("%w: shard %s has primary key (%s) but shard %s of target %s has (%s)%s", ErrIncompatibleSchema,
 			sh, strings.Join(key, ", "), t.keyOf, t.id, strings.Join(t.key, ", "), causeSuffix(cause))
@@ -528,16 +645,30 @@ func (t *target) merge(sh change.TableID, cols []shardCol, key []string, cause s
 			return nil, nil, fmt.Errorf("%w: shard %s has a column %s, which is also the name of a metadata column: configure other metadata column names%s", ErrIncompatibleSchema, sh, c.name, causeSuffix(cause))
 		}
 		j := slices.IndexFunc(out, func(o shardCol) bool { return o.name == c.name })
+		added := prev != nil && !slices.ContainsFunc(prev, func(p shardCol) bool { return p.name == c.name })
+		var fill *string
+		if added {
+			var ok bool
+			if fill, ok = addedFill(c); !ok {
+				return nil, nil, fmt.Errorf("%w: shard %s added column %s with a default whose value for existing rows cannot be known (%s); add the column without a default or with a literal one, or re-snapshot the target after the change%s",
+					ErrIncompatibleSchema, sh, c.name, defaultText(c), causeSuffix(cause))
+			}
+		}
 		if j < 0 {
 			nc := c
+			nc.fill = fill
 			if len(t.shards) > 0 {
 				nc.nullable = true // the other shards lack it
 			}
 			out = append(out, nc)
 			if len(t.shards) > 0 {
-				changes = append(changes, change.SchemaChange{Kind: change.AddColumn, Column: change.Column{Name: nc.name, Type: nc.typ.changeType(), Nullable: nc.nullable}})
+				changes = append(changes, change.SchemaChange{Kind: change.AddColumn, Column: change.Column{Name: nc.name, Type: nc.typ.changeType(), Nullable: nc.nullable, Default: nc.fill}})
 			}
 			continue
+		}
+		if added && !sameFill(out[j].fill, fill) {
+			return nil, nil, fmt.Errorf("%w: shard %s added column %s, which filled its existing rows with %s, but target %s already has the column and holds %s for rows without a value of their own: add the column to every shard with the same default, or re-snapshot the target%s",
+				ErrIncompatibleSchema, sh, c.name, fillText(fill), t.id, fillText(out[j].fill), causeSuffix(cause))
 		}
 		w, ok := widen(out[j].typ, c.typ)
 		if !ok {
@@ -564,6 +695,16 @@ func (t *target) merge(sh change.TableID, cols []shardCol, key []string, cause s
 	return out, changes, nil
 }
 
+func defaultText(c shardCol) string {
+	switch {
+	case c.def != nil:
+		return "DEFAULT " + *c.def
+	case c.nullable:
+		return "no default"
+	}
+	return "NOT NULL without a default"
+}
+
 func causeSuffix(cause string) string {
 	if cause == "" {
 		return ""
@@ -578,6 +719,16 @@ func checkEvolution(sh change.TableID, old, new []shardCol, oldKey, newKey []str
 		for _, o := range old {
 			if !slices.ContainsFunc(new, func(n shardCol) bool { return n.name == o.name }) {
 				return fmt.Errorf("%w: shard %s lost column %s, which cannot be applied to the merged target; statement: %s", ErrIncompatibleSchema, sh, o.name, stmt)
+			}
+		}
+	}
+	if len(new) == len(old) {
+		for i, o := range old {
+			n := new[i]
+			if n.name != o.name && !slices.ContainsFunc(new, func(c shardCol) bool { return c.name == o.name }) &&
+				!slices.ContainsFunc(old, func(c shardCol) bool { return c.name == n.name }) {
+				return fmt.Errorf("%w: shard %s renamed column %s to %s; shardsync does not rename a merged target's column (the other shards, and this shard's rows already loaded, still have %s): rename the column in every shard and the target while the job is stopped and re-snapshot, or add the new column instead of renaming; statement: %s",
+					ErrIncompatibleSchema, sh, o.name, n.name, o.name, stmt)
 			}
 		}
 	}
@@ -625,11 +776,43 @@ func (s *shard) remap(cfg *Config) {
 	}
 }
 
-// newTargetRow returns a target row holding only the metadata columns.
+// newTargetRow returns a target row holding only the metadata columns
+// (and the fills of columns added with a default).
 func (s *shard) newTargetRow() []change.Value {
 	out := make([]change.Value, len(s.target.cols)+2)
+	if f := s.target.fillRow; len(f) == len(out) {
+		copy(out, f)
+	}
 	out[0], out[1] = s.meta[0], s.meta[1]
 	return out
+}
+
+// isPast tells whether a table map's columns old are an earlier version
+// of the shard's columns cur: every column of old is in cur (by name) with
+// a type cur's holds, and old differs from cur. Rows written before a
+// compatible ALTER (replayed after a restart, or in a snapshot chunk's
+// binlog slice once the chunk saw the new shape) are read with their own
+// table map through a view (pastView); columns they lack take the target's
+// fill.
+func isPast(old, cur []shardCol) bool {
+	for _, o := range old {
+		j := slices.IndexFunc(cur, func(c shardCol) bool { return c.name == o.name })
+		if j < 0 {
+			return false
+		}
+		if w, ok := widen(o.typ, cur[j].typ); !ok || !w.equal(cur[j].typ) {
+			return false
+		}
+	}
+	return !sameCols(old, cur)
+}
+
+// pastView is sh as it was when its columns were cols (see isPast): it
+// maps to sh's target and is not registered.
+func pastView(sh *shard, cols []shardCol, cfg *Config) *shard {
+	v := &shard{id: sh.id, target: sh.target, cols: cols, key: sh.key, lastDDL: sh.lastDDL}
+	v.remap(cfg)
+	return v
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

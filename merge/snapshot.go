@@ -72,7 +72,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -100,9 +102,110 @@ func send[T any](ctx context.Context, ch chan<- T, v T) error {
 	}
 }
 
+// errShapeChanged: a table's definition is no longer the shard schema the
+// stream has announced (a DDL ran on it during its snapshot). The chunk
+// that saw it emitted nothing; the table is read on after its schema was
+// evolved (evolveMoved).
+var errShapeChanged = errors.New("the table's definition changed during its snapshot")
+
+// maxSnapshotPasses bounds the snapshot passes restarted by DDL.
+const maxSnapshotPasses = 1000
+
 // runSnapshot reads every unfinished table and emits its chunks.
+//
+// DDL during the snapshot: every chunk checks, before it emits a row, that
+// it reads the table with the shard schema the stream announced (see
+// checkShape); a chunk that would not stops its table's reading without
+// emitting anything. When the pass is over (no chunk half emitted), the
+// schema of each such table is evolved in stream order as a DDL in the
+// binlog would be — a compatible change is announced to the target before
+// any row of the new shape, an incompatible one stops the stream with
+// ErrIncompatibleSchema — and the tables are read on from their last
+// finished chunk. Binlog events of the table written before the DDL are
+// then read with their own table maps (isPast).
 func (s *Source) runSnapshot(ctx context.Context) error {
-	var pending []*tableSnap
+	for pass := 1; ; pass++ {
+		moved, err := s.snapshotPass(ctx)
+		if err != nil {
+			return err
+		}
+		if len(moved) == 0 {
+			break
+		}
+		if pass == maxSnapshotPasses {
+			return fmt.Errorf("snapshot: the definition of %s kept changing during %d snapshot passes", moved[0].id(), pass)
+		}
+		if err := s.evolveMoved(ctx, moved); err != nil {
+			return err
+		}
+	}
+	s.state.SnapshotDone = true
+	s.enc.dirty = true
+	s.setProgressDone()
+	return s.emit(ctx, change.Event{Kind: change.EventProgress, Token: s.enc.encode(s.state)})
+}
+
+// evolveMoved applies the current definition of tables whose snapshot saw
+// it change.
+func (s *Source) evolveMoved(ctx context.Context, moved []*tableSnap) error {
+	conn, err := s.sh.dial(ctx, "")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, t := range moved {
+		sh := s.shards[t.id()]
+		cols, key, err := loadSchema(conn, t.id())
+		if err != nil {
+			return fmt.Errorf("reading the schema of %s after it changed during its snapshot: %w", t.id(), err)
+		}
+		if sameCols(sh.cols, cols) && slices.Equal(sh.key, key) {
+			continue // e.g. "table definition has changed": read again
+		}
+		s.sh.log.Info("shard schema changed during its snapshot; evolving the target before reading on", "shard", t.id().String())
+		if err := s.changeShard(ctx, sh, cols, key, "(a DDL on "+t.id().String()+" during its snapshot)"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkShape verifies, on a snapshot connection, that sh's table has the
+// shard's announced columns. Inside a transaction the first statement
+// takes the table's metadata lock until COMMIT, so the definition checked
+// is the one the chunk's SELECT then reads.
+func (s *Source) checkShape(conn *client.Conn, sh *shard) error {
+	if _, err := conn.Execute("SELECT " + s.buildQueries(sh, 0).cols + " FROM " + quoteTable(sh.id) + " LIMIT 0"); err != nil {
+		var me *mysql.MyError
+		if errors.As(err, &me) && (me.Code == mysql.ER_BAD_FIELD_ERROR || me.Code == mysql.ER_TABLE_DEF_CHANGED) {
+			return errShapeChanged
+		}
+		return fmt.Errorf("snapshot of %s: %w", sh.id, err)
+	}
+	cols, key, err := loadSchema(conn, sh.id)
+	if err != nil {
+		return fmt.Errorf("snapshot of %s: %w", sh.id, err)
+	}
+	if !sameCols(sh.cols, cols) || !slices.Equal(sh.key, key) {
+		return errShapeChanged
+	}
+	return nil
+}
+
+// shapeMoved tells whether sh's table no longer has the shard's columns.
+func (s *Source) shapeMoved(conn *client.Conn, sh *shard) (bool, error) {
+	cols, key, err := loadSchema(conn, sh.id)
+	if err != nil {
+		return false, fmt.Errorf("snapshot of %s: %w", sh.id, err)
+	}
+	return !sameCols(sh.cols, cols) || !slices.Equal(sh.key, key), nil
+}
+
+// snapshotPass reads every unfinished table once and emits its chunks; it
+// returns the tables whose reading stopped at a changed definition.
+func (s *Source) snapshotPass(ctx context.Context) ([]*tableSnap, error) {
+	var pending, moved []*tableSnap
+	var movedMu sync.Mutex
 	for _, t := range s.state.Tables {
 		if !t.Done {
 			pending = append(pending, t)
@@ -110,7 +213,7 @@ func (s *Source) runSnapshot(ctx context.Context) error {
 	}
 	if len(pending) > 0 {
 		if s.mode == SnapshotConsistent && s.flavor != mysql.MariaDBFlavor {
-			return fmt.Errorf("%w: snapshot mode consistent needs MariaDB's consistent-snapshot binlog position (binlog_snapshot_file/position), which %s does not have: use snapshot mode watermark or auto", ErrPrerequisite, s.flavor)
+			return nil, fmt.Errorf("%w: snapshot mode consistent needs MariaDB's consistent-snapshot binlog position (binlog_snapshot_file/position), which %s does not have: use snapshot mode watermark or auto", ErrPrerequisite, s.flavor)
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -134,7 +237,14 @@ func (s *Source) runSnapshot(ctx context.Context) error {
 				}
 				defer conn.Close()
 				for t := range work {
-					if err := s.snapshotTable(gctx, conn, t, ready, reader); err != nil {
+					err := s.snapshotTable(gctx, conn, t, ready, reader)
+					if errors.Is(err, errShapeChanged) {
+						movedMu.Lock()
+						moved = append(moved, t)
+						movedMu.Unlock()
+						continue
+					}
+					if err != nil {
 						return err
 					}
 				}
@@ -149,22 +259,21 @@ func (s *Source) runSnapshot(ctx context.Context) error {
 		}
 		readErr := <-waited
 		if emitErr != nil {
-			return emitErr
+			return nil, emitErr
 		}
 		if readErr != nil {
-			return readErr
+			return nil, readErr
 		}
 	}
-	s.state.SnapshotDone = true
-	s.enc.dirty = true
-	s.setProgressDone()
-	return s.emit(ctx, change.Event{Kind: change.EventProgress, Token: s.enc.encode(s.state)})
+	slices.SortFunc(moved, func(a, b *tableSnap) int { return strings.Compare(a.id().String(), b.id().String()) })
+	return moved, nil
 }
 
 func (s *Source) emitChunks(ctx context.Context, ready <-chan chan piece) error {
 	for ch := range ready {
-		final := false
+		final, got := false, false
 		for p := range ch {
+			got = true
 			if len(p.rows) > 0 {
 				if err := s.emit(ctx, change.Event{Kind: change.EventRows, Rows: p.rows}); err != nil {
 					return err
@@ -180,6 +289,9 @@ func (s *Source) emitChunks(ctx context.Context, ready <-chan chan piece) error 
 					return err
 				}
 			}
+		}
+		if !got {
+			continue // the chunk stopped before its first row (errShapeChanged)
 		}
 		if !final {
 			return errors.New("snapshot reader stopped in the middle of a chunk") // the reader's error follows
@@ -344,6 +456,10 @@ func (s *Source) snapshotTable(ctx context.Context, conn *client.Conn, t *tableS
 			if err != nil {
 				return nil, fmt.Errorf("snapshot of %s: %w", sh.id, err)
 			}
+			if err := s.checkShape(conn, sh); err != nil {
+				_, _ = conn.Execute("ROLLBACK")
+				return nil, err
+			}
 			batch := make([]change.Row, 0, min(batchRows, s.sh.cfg.ChunkSize))
 			last := make([]change.Value, len(q.keyIdx))
 			var n int64
@@ -391,6 +507,9 @@ func (s *Source) snapshotWhole(ctx context.Context, conn *client.Conn, t *tableS
 		return fmt.Errorf("snapshot of %s: %w", sh.id, err)
 	}
 	defer func() { _, _ = conn.Execute("ROLLBACK") }()
+	if err := s.checkShape(conn, sh); err != nil {
+		return err
+	}
 	ch := make(chan piece, 2)
 	if err := send(ctx, ready, ch); err != nil {
 		return err

@@ -35,9 +35,12 @@ type Source struct {
 	progress    map[change.TableID]*TableProgress
 
 	// owned by the producer goroutine
-	state  *tokenState
-	enc    tokenEncoder
-	filter map[change.TableID]*tableSnap
+	// schemaGen counts schema changes of shards and targets (views of
+	// past table maps are rebuilt when it moves).
+	schemaGen uint64
+	state     *tokenState
+	enc       tokenEncoder
+	filter    map[change.TableID]*tableSnap
 
 	events chan change.Event
 	err    error // set before events is closed
@@ -140,6 +143,8 @@ func Open(ctx context.Context, cfg Config, from change.Token, log *slog.Logger) 
 		s.filter[t.id()] = t
 	}
 	s.enc.dirty = true
+	s.enc.schemas = s.schemaState
+	s.enc.schemaDirty = true
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
@@ -179,19 +184,28 @@ func (s *Source) discover(conn *client.Conn, fresh bool) error {
 	for _, t := range s.state.Tables {
 		inToken[t.id()] = t
 	}
-	for _, f := range found {
-		cols, key, err := loadSchema(conn, f.id)
-		if err != nil {
+	if !fresh && s.state.Schemas != nil {
+		// The shards the token knows keep their schema as of its
+		// position; the binlog after it evolves them in order.
+		if err := s.restoreSchemas(s.state.Schemas); err != nil {
 			return err
 		}
-		sh, _, err := s.registerTable(f.id, f.route, cols, key, "")
-		if err != nil {
-			return err
+	}
+	for _, f := range found {
+		sh := s.shards[f.id]
+		if sh == nil {
+			cols, key, err := loadSchema(conn, f.id)
+			if err != nil {
+				return err
+			}
+			if sh, _, err = s.registerTable(f.id, f.route, cols, key, ""); err != nil {
+				return err
+			}
 		}
 		ts := inToken[f.id]
 		if fresh {
-			ts = &tableSnap{DB: f.id.Database, Table: f.id.Table, Whole: len(key) == 0}
-			for _, k := range key {
+			ts = &tableSnap{DB: f.id.Database, Table: f.id.Table, Whole: len(sh.key) == 0}
+			for _, k := range sh.key {
 				c := sh.cols[slices.IndexFunc(sh.cols, func(c shardCol) bool { return c.name == k })]
 				ts.KeyKinds = append(ts.KeyKinds, c.typ.kind())
 				if !orderedKind(c.typ.kind()) {

@@ -70,6 +70,136 @@ type tokenState struct {
 	// XA are the prepared XA transactions read before Pos whose XA COMMIT
 	// or XA ROLLBACK was not read yet, with their row images (see xa.go).
 	XA []*xaPrepared `json:"xa,omitempty"`
+	// Schemas is the schema history at Pos: every shard's columns as of
+	// the token's position and every target's columns as announced, so a
+	// resumed stream reads the events after Pos with the schema they were
+	// written under, and the DDL after Pos evolves it in order. Absent in
+	// tokens of earlier versions (then the schemas are read from the
+	// server at start).
+	Schemas *schemaState `json:"schemas,omitempty"`
+}
+
+// schemaState is the schema part of a token. Shards usually share their
+// shape, so each distinct column list is stored once in Shapes and shards
+// refer to it by index (a token is written with every epoch).
+type schemaState struct {
+	Shapes  [][]colState  `json:"shapes"`
+	Targets []targetState `json:"targets"`
+}
+
+type targetState struct {
+	DB     string       `json:"db"`
+	Table  string       `json:"table"`
+	Cols   []colState   `json:"cols"`
+	Key    []string     `json:"key,omitempty"`
+	KeyOf  string       `json:"key_of,omitempty"`
+	Shards []shardState `json:"shards"`
+}
+
+type shardState struct {
+	DB    string   `json:"db"`
+	Table string   `json:"table"`
+	Shape int      `json:"shape"` // index in schemaState.Shapes
+	Key   []string `json:"key,omitempty"`
+}
+
+type colState struct {
+	Name     string   `json:"name"`
+	Base     string   `json:"base"`
+	Unsigned bool     `json:"unsigned,omitempty"`
+	Length   int      `json:"len,omitempty"`
+	Prec     int      `json:"prec,omitempty"`
+	Scale    int      `json:"scale,omitempty"`
+	Elems    []string `json:"elems,omitempty"`
+	Charset  string   `json:"charset,omitempty"`
+	Nullable bool     `json:"null,omitempty"`
+	Def      *string  `json:"def,omitempty"`
+	DefExpr  bool     `json:"def_expr,omitempty"`
+	Fill     *string  `json:"fill,omitempty"`
+}
+
+func colsState(cols []shardCol) []colState {
+	out := make([]colState, len(cols))
+	for i, c := range cols {
+		t := c.typ
+		out[i] = colState{Name: c.name, Base: t.base, Unsigned: t.unsigned, Length: t.length, Prec: t.prec, Scale: t.scale,
+			Elems: t.elems, Charset: t.charset, Nullable: c.nullable, Def: c.def, DefExpr: c.defExpr, Fill: c.fill}
+	}
+	return out
+}
+
+func colsFromState(cs []colState) []shardCol {
+	out := make([]shardCol, len(cs))
+	for i, c := range cs {
+		out[i] = shardCol{name: c.Name, typ: colType{base: c.Base, unsigned: c.Unsigned, length: c.Length, prec: c.Prec, scale: c.Scale,
+			elems: c.Elems, charset: c.Charset}, nullable: c.Nullable, def: c.Def, defExpr: c.DefExpr, fill: c.Fill}
+	}
+	return out
+}
+
+// schemaState captures the targets and shards (producer goroutine only).
+func (s *Source) schemaState() *schemaState {
+	st := &schemaState{}
+	shapes := map[string]int{}
+	shape := func(cols []shardCol) int {
+		cs := colsState(cols)
+		b, err := json.Marshal(cs)
+		if err != nil {
+			panic(fmt.Sprintf("encoding a shard shape: %v", err)) // plain data: cannot fail
+		}
+		i, ok := shapes[string(b)]
+		if !ok {
+			i = len(st.Shapes)
+			shapes[string(b)] = i
+			st.Shapes = append(st.Shapes, cs)
+		}
+		return i
+	}
+	for _, id := range s.targetOrder {
+		t := s.targets[id]
+		ts := targetState{DB: id.Database, Table: id.Table, Cols: colsState(t.cols), Key: t.key, KeyOf: t.keyOf.String()}
+		for _, sid := range sortedIDs(t.shards) {
+			sh := t.shards[sid]
+			ts.Shards = append(ts.Shards, shardState{DB: sid.Database, Table: sid.Table, Shape: shape(sh.cols), Key: sh.key})
+		}
+		st.Targets = append(st.Targets, ts)
+	}
+	return st
+}
+
+// restoreSchemas registers the targets and shards a token recorded.
+func (s *Source) restoreSchemas(st *schemaState) error {
+	for _, ts := range st.Targets {
+		id := change.TableID{Database: ts.DB, Table: ts.Table}
+		tg := &target{id: id, route: -1, cols: colsFromState(ts.Cols), key: ts.Key, shards: map[change.TableID]*shard{}}
+		for _, ss := range ts.Shards {
+			sid := change.TableID{Database: ss.DB, Table: ss.Table}
+			ri := routeOf(s.sh.cfg.Routes, sid)
+			if ri < 0 || s.sh.cfg.Routes[ri].Target != id {
+				return fmt.Errorf("%w: the token routes shard %s to %s, which the routes no longer do; changing routes needs a fresh snapshot (open without a token)", ErrBadToken, sid, id)
+			}
+			if ss.Shape < 0 || ss.Shape >= len(st.Shapes) {
+				return fmt.Errorf("%w: shard %s refers to schema shape %d of %d", ErrBadToken, sid, ss.Shape, len(st.Shapes))
+			}
+			tg.route = ri
+			if sid.String() == ts.KeyOf {
+				tg.keyOf = sid
+			}
+			sh := &shard{id: sid, target: tg, cols: colsFromState(st.Shapes[ss.Shape]), key: ss.Key}
+			tg.shards[sid] = sh
+			s.shards[sid] = sh
+		}
+		if tg.route < 0 {
+			continue // a target without shards: announced again when one appears
+		}
+		for _, sh := range tg.shards {
+			sh.remap(&s.sh.cfg)
+		}
+		tg.setFillRow()
+		s.targets[id] = tg
+		s.targetOrder = append(s.targetOrder, id)
+	}
+	return nil
 }
 
 // tableSnap is one table's snapshot progress.
@@ -195,6 +325,11 @@ type tokenEncoder struct {
 	// changes only at an XA PREPARE, COMMIT or ROLLBACK.
 	xaJSON  json.RawMessage
 	xaDirty bool
+	// schemas renders the current schemas; schemasJSON caches it until
+	// schemaDirty (set on every shard or target schema change).
+	schemas     func() *schemaState
+	schemasJSON json.RawMessage
+	schemaDirty bool
 }
 
 func (e *tokenEncoder) encode(st *tokenState) change.Token {
@@ -215,6 +350,13 @@ func (e *tokenEncoder) encode(st *tokenState) change.Token {
 			e.xaJSON = b
 		}
 	}
+	if e.schemas != nil && (e.schemaDirty || e.schemasJSON == nil) {
+		b, err := json.Marshal(e.schemas())
+		if err != nil {
+			panic(fmt.Sprintf("encoding token schemas: %v", err)) // plain data: cannot fail
+		}
+		e.schemasJSON, e.schemaDirty = b, false
+	}
 	hdr := struct {
 		Version      int             `json:"v"`
 		Routes       string          `json:"routes"`
@@ -223,7 +365,8 @@ func (e *tokenEncoder) encode(st *tokenState) change.Token {
 		SnapshotDone bool            `json:"snapshot_done"`
 		Tables       json.RawMessage `json:"tables,omitempty"`
 		XA           json.RawMessage `json:"xa,omitempty"`
-	}{st.Version, st.Routes, st.Flavor, st.Pos, st.SnapshotDone, e.tablesJSON, e.xaJSON}
+		Schemas      json.RawMessage `json:"schemas,omitempty"`
+	}{st.Version, st.Routes, st.Flavor, st.Pos, st.SnapshotDone, e.tablesJSON, e.xaJSON, e.schemasJSON}
 	if len(st.Tables) == 0 {
 		hdr.Tables = nil
 	}

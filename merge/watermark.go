@@ -150,6 +150,15 @@ func (s *Source) snapshotTableWatermark(ctx context.Context, conn *client.Conn, 
 			buf.rows = append(buf.rows, chunkRow{key: key, after: after})
 			return nil
 		}, nil)
+		// The SELECT ran outside a transaction: a DDL may have changed the
+		// table under it (it is also seen in the binlog slice when rows
+		// of the new shape follow it).
+		if moved, serr := s.shapeMoved(conn, sh); serr != nil || moved {
+			if moved {
+				return errShapeChanged
+			}
+			return serr
+		}
 		if err != nil {
 			return fmt.Errorf("reading a chunk of %s: %w", sh.id, err)
 		}
@@ -162,15 +171,15 @@ func (s *Source) snapshotTableWatermark(ctx context.Context, conn *client.Conn, 
 		}
 		if compareFilePos(from.File, from.Pos, hw.File, hw.Pos) < 0 {
 			changed := false
-			_, err := s.replaySlice(ctx, reader, sh, from, hw, func(before, after []change.Value) {
+			_, err := s.replaySlice(ctx, reader, sh, from, hw, func(img *shard, before, after []change.Value) {
 				if before != nil {
-					if k := filterKey(sh, before, t.KeyKinds); buf.inRange(k) && buf.remove(k) {
+					if k := filterKey(img, before, t.KeyKinds); buf.inRange(k) && buf.remove(k) {
 						changed = true
 					}
 				}
 				if after != nil {
-					if k := filterKey(sh, after, t.KeyKinds); buf.inRange(k) {
-						buf.upsert(k, s.targetRow(sh, after))
+					if k := filterKey(img, after, t.KeyKinds); buf.inRange(k) {
+						buf.upsert(k, s.targetRow(img, after))
 						changed = true
 					}
 				}
@@ -218,6 +227,12 @@ func (s *Source) snapshotWholeWatermark(ctx context.Context, conn *client.Conn, 
 			rows = append(rows, change.Row{Op: change.Insert, Target: sh.target.id, Source: sh.id, After: after})
 			return nil
 		}, nil)
+		if moved, serr := s.shapeMoved(conn, sh); serr != nil || moved {
+			if moved {
+				return errShapeChanged
+			}
+			return serr
+		}
 		if err != nil {
 			return fmt.Errorf("reading %s: %w", sh.id, err)
 		}
@@ -246,9 +261,12 @@ func (s *Source) snapshotWholeWatermark(ctx context.Context, conn *client.Conn, 
 // the boundary to with its own replica connection (server id
 // Config.backfillServerID(reader)) and calls apply (if not nil) with the
 // shard values of every row image of sh in it: before is nil for an
-// insert, after nil for a delete. It returns the number of row images of
-// sh.
-func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, to binPos, apply func(before, after []change.Value)) (int, error) {
+// insert, after nil for a delete, img the shard as of the image's table
+// map (sh, or a view of it for rows written before a change sh already
+// has). It returns the number of row images of sh. A DDL on sh's table in
+// the slice, or rows of a shape sh does not have yet, end it with
+// errShapeChanged.
+func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, to binPos, apply func(img *shard, before, after []change.Value)) (int, error) {
 	cfg := s.sh.cfg
 	host, port, err := splitAddr(cfg.Addr)
 	if err != nil {
@@ -287,7 +305,10 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 	// committed in it had committed before the chunk's SELECT: the slice
 	// starts at a low watermark read when no XA transaction was prepared
 	// (startPos), so it was decided before that SELECT began.
-	type image struct{ before, after []change.Value }
+	type image struct {
+		sh            *shard
+		before, after []change.Value
+	}
 	var cur []image
 	inXA := false
 	prepared := map[string][]image{}
@@ -295,10 +316,11 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 		for _, im := range imgs {
 			images++
 			if apply != nil {
-				apply(im.before, im.after)
+				apply(im.sh, im.before, im.after)
 			}
 		}
 	}
+	img := sh
 	for {
 		wctx, cancel := context.WithTimeout(ctx, cfg.ReadTimeout)
 		ev, err := st.GetEvent(wctx)
@@ -322,6 +344,9 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 		case *replication.GTIDEvent, *replication.GtidTaggedLogEvent:
 			inXA, cur = false, nil
 		case *replication.QueryEvent:
+			if ddl := parseDDL(string(e.Schema), string(e.Query)); ddl.kind != ddlOther && slices.Contains(ddl.tables, sh.id) {
+				return 0, errShapeChanged
+			}
 			verb, xid, onePhase, err := xaStatement(strings.TrimSpace(string(e.Query)))
 			if err != nil {
 				return 0, fmt.Errorf("%s: %w", what, err)
@@ -356,12 +381,17 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 				break
 			}
 			if e.Table != checked {
-				cols, _, err := colsFromTableMap(e.Table, s.cs)
+				cols, key, err := colsFromTableMap(e.Table, s.cs)
 				if err != nil {
 					return 0, fmt.Errorf("%s: %w", what, err)
 				}
-				if !sameCols(sh.cols, cols) {
-					return 0, fmt.Errorf("%w: the schema of %s changed while a snapshot chunk of it was read (binlog slice %s … %s): open again from the last token to continue", ErrIncompatibleSchema, sh.id, from, to)
+				switch {
+				case sameCols(sh.cols, cols):
+					img = sh
+				case slices.Equal(sh.key, key) && isPast(cols, sh.cols):
+					img = pastView(sh, cols, &s.sh.cfg)
+				default:
+					return 0, errShapeChanged
 				}
 				checked = e.Table
 			}
@@ -374,18 +404,18 @@ func (s *Source) replaySlice(ctx context.Context, reader int, sh *shard, from, t
 				step = 2
 			}
 			for i := 0; i+step <= len(e.Rows); i += step {
-				first, err := imageValues(sh, e.Rows[i], nil)
+				first, err := imageValues(img, e.Rows[i], nil)
 				if err != nil {
 					return 0, fmt.Errorf("%s: %w", what, err)
 				}
-				var im image
+				im := image{sh: img}
 				switch op {
 				case change.Insert:
 					im.after = first
 				case change.Delete:
 					im.before = first
 				default:
-					second, err := imageValues(sh, e.Rows[i+1], nil)
+					second, err := imageValues(img, e.Rows[i+1], nil)
 					if err != nil {
 						return 0, fmt.Errorf("%s: %w", what, err)
 					}

@@ -143,7 +143,7 @@ func TestXAWatermarkSliceAppliesAtCommit(t *testing.T) {
 	}
 	replay := func(from, to binPos) []string {
 		var got []string
-		_, err := src.replaySlice(t.Context(), 5, sh, from, to, func(before, after []change.Value) {
+		_, err := src.replaySlice(t.Context(), 5, sh, from, to, func(_ *shard, before, after []change.Value) {
 			switch {
 			case after == nil:
 				got = append(got, "delete "+strconvItoa(int(before[0].(int64))))

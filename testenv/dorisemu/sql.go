@@ -21,6 +21,7 @@ import (
 //	    [DISTRIBUTED BY HASH(...)|RANDOM [BUCKETS n|AUTO]] [PROPERTIES ("k"="v", ...)]
 //	DROP TABLE [IF EXISTS] [db.]t
 //	ALTER TABLE [db.]t ADD COLUMN coldef [FIRST|AFTER c] | ADD COLUMN (coldef, ...)
+//	ALTER TABLE [db.]t MODIFY COLUMN coldef (widening only)
 //	SHOW DATABASES | SHOW TABLES [FROM db] | SHOW CREATE TABLE [db.]t | DESC [db.]t
 //	SELECT COUNT(*) FROM [db.]t [WHERE ...]
 //	SELECT *|col,... FROM [db.]t [WHERE col op literal [AND ...]] [ORDER BY col [ASC|DESC], ...] [LIMIT n [OFFSET m]]
@@ -895,8 +896,11 @@ func (e *Emulator) alterTable(p *parser, s *session) error {
 	if err != nil {
 		return err
 	}
+	if p.acceptKw("MODIFY", "COLUMN") {
+		return modifyColumn(p, tbl)
+	}
 	if !p.acceptKw("ADD", "COLUMN") {
-		return unsupported("ALTER TABLE clauses other than ADD COLUMN")
+		return unsupported("ALTER TABLE clauses other than ADD COLUMN and MODIFY COLUMN")
 	}
 	type added struct {
 		c   column
@@ -978,6 +982,85 @@ func (e *Emulator) alterTable(p *parser, s *session) error {
 	}
 	tbl.Columns = cols
 	return nil
+}
+
+// modifyColumn is `ALTER TABLE t MODIFY COLUMN coldef`: Doris's schema
+// change of one column's type, allowed only where every old value fits the
+// new type (wider integers, FLOAT to DOUBLE, a DECIMAL with no fewer
+// integral and fractional digits, a longer VARCHAR, CHAR to a VARCHAR as
+// long, a number to VARCHAR/STRING, VARCHAR to STRING, more DATETIME
+// fraction digits), and never from nullable to NOT NULL ("Can not change
+// from nullable to non-nullable"). Existing rows keep their values,
+// converted to the new type.
+func modifyColumn(p *parser, tbl *table) error {
+	c, ns, err := parseColDef(p)
+	if err != nil {
+		return parseErr(err)
+	}
+	if err := p.end(); err != nil {
+		return parseErr(err)
+	}
+	i := tbl.colIndex(c.Name)
+	if i < 0 {
+		return userErr(mysql.ER_BAD_FIELD_ERROR, "Column[%s] does not exists", c.Name)
+	}
+	old := tbl.Columns[i]
+	c.Name = old.Name
+	c.IsKey = old.IsKey
+	c.Nullable = ns == 1 || (ns == 0 && old.Nullable)
+	if old.Nullable && !c.Nullable {
+		return userErr(mysql.ER_UNKNOWN_ERROR, "Can not change from nullable to non-nullable: %s", c.Name)
+	}
+	if !canWiden(old.Type, c.Type) {
+		return userErr(mysql.ER_UNKNOWN_ERROR, "Can not change %s to %s", old.Type.SQL(), c.Type.SQL())
+	}
+	convert := func(v any) (any, error) {
+		if v == nil || old.Type.Kind == c.Type.Kind || (old.Type.isInt() && c.Type.isInt()) {
+			return v, nil
+		}
+		return convertValue(c.Type, fmt.Sprint(v))
+	}
+	for k, r := range tbl.uniq {
+		v, err := convert(r[i])
+		if err != nil {
+			return userErr(mysql.ER_UNKNOWN_ERROR, "schema change of %s failed: %v", c.Name, err)
+		}
+		r[i] = v
+		tbl.uniq[k] = r
+	}
+	for _, r := range tbl.dup {
+		v, err := convert(r[i])
+		if err != nil {
+			return userErr(mysql.ER_UNKNOWN_ERROR, "schema change of %s failed: %v", c.Name, err)
+		}
+		r[i] = v
+	}
+	tbl.Columns[i] = c
+	return nil
+}
+
+func canWiden(from, to colType) bool {
+	rank := map[string]int{"TINYINT": 1, "SMALLINT": 2, "INT": 3, "BIGINT": 4, "LARGEINT": 5}
+	numeric := from.isInt() || from.Kind == "LARGEINT" || from.Kind == "FLOAT" || from.Kind == "DOUBLE" || from.Kind == "DECIMAL"
+	switch {
+	case rank[from.Kind] > 0 && rank[to.Kind] > 0:
+		return rank[to.Kind] >= rank[from.Kind]
+	case from.Kind == "FLOAT" && to.Kind == "DOUBLE":
+		return true
+	case from.Kind == "DECIMAL" && to.Kind == "DECIMAL":
+		return to.Scale >= from.Scale && to.Precision-to.Scale >= from.Precision-from.Scale
+	case from.Kind == "VARCHAR" && to.Kind == "VARCHAR", from.Kind == "CHAR" && to.Kind == "VARCHAR":
+		return to.Len >= from.Len
+	case from.Kind == "CHAR" && to.Kind == "CHAR":
+		return to.Len == from.Len
+	case to.Kind == "STRING" && (from.Kind == "VARCHAR" || from.Kind == "CHAR" || numeric):
+		return true
+	case to.Kind == "VARCHAR" && numeric:
+		return to.Len >= 40
+	case from.Kind == "DATETIME" && to.Kind == "DATETIME":
+		return to.Scale >= from.Scale
+	}
+	return from.SQL() == to.SQL()
 }
 
 func showCreate(t *table) string {
