@@ -30,6 +30,11 @@ type Config struct {
 	// (two jobs with one prefix would collide on labels). Pattern
 	// [-_A-Za-z0-9]{1,64}: no ':' (Label relies on that).
 	LabelPrefix string
+	// LedgerID is the id of the job's ledger (ledger.Ledger.ID). Labels of
+	// new loads are "{LabelPrefix}_{LedgerID}_…", so a new or replaced
+	// ledger never reuses a label of another; empty gives the labels of
+	// shardsync from before ledger ids. Pattern [0-9A-Za-z]{0,32}.
+	LedgerID string
 
 	// Buckets is the bucket count of created tables; 0 means BUCKETS AUTO
 	// (Doris 2.0+).
@@ -93,7 +98,10 @@ func DefaultConfig() Config {
 	}
 }
 
-var prefixRE = regexp.MustCompile(`^[-_A-Za-z0-9]{1,64}$`)
+var (
+	prefixRE   = regexp.MustCompile(`^[-_A-Za-z0-9]{1,64}$`)
+	ledgerIDRE = regexp.MustCompile(`^[0-9A-Za-z]{0,32}$`)
+)
 
 // reservedHeaders are the Stream Load headers the sink owns.
 var reservedHeaders = []string{
@@ -117,6 +125,9 @@ func (c Config) Validate() error {
 	}
 	if !prefixRE.MatchString(c.LabelPrefix) {
 		return fmt.Errorf("doris config: label prefix %q must match [-_A-Za-z0-9]{1,64} and be unique per job", c.LabelPrefix)
+	}
+	if !ledgerIDRE.MatchString(c.LedgerID) {
+		return fmt.Errorf("doris config: ledger id %q must match [0-9A-Za-z]{0,32}", c.LedgerID)
 	}
 	if c.QueryAddr != "" {
 		if _, _, err := net.SplitHostPort(c.QueryAddr); err != nil {

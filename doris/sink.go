@@ -72,6 +72,15 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	return &Sink{cfg: cfg, log: log, c: c, targets: map[change.TableID]*target{}}, nil
 }
 
+// labelPrefix is what the labels of new loads start with: the configured
+// prefix and the ledger id, so that labels are unique to the ledger.
+func (s *Sink) labelPrefix() string {
+	if s.cfg.LedgerID == "" {
+		return s.cfg.LabelPrefix
+	}
+	return s.cfg.LabelPrefix + "_" + s.cfg.LedgerID
+}
+
 // Name returns "doris".
 func (s *Sink) Name() string { return Name }
 
@@ -292,7 +301,7 @@ func (t *txn) stream(ctx context.Context, id change.TableID) (*stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	label := Label(t.s.cfg.LabelPrefix, id, t.epoch)
+	label := Label(t.s.labelPrefix(), id, t.epoch)
 	if err := t.rec.Intend(ctx, twopc.Prepared{Sink: Name, Target: id, Label: label}); err != nil {
 		return nil, fmt.Errorf("recording doris label %s before loading: %w", label, err)
 	}

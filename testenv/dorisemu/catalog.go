@@ -165,6 +165,12 @@ type table struct {
 	dup  [][]any          // DUPLICATE_KEYS: rows in load order
 }
 
+// truncate removes every row.
+func (t *table) truncate() {
+	t.uniq = map[string][]any{}
+	t.dup = nil
+}
+
 func (t *table) colIndex(name string) int {
 	for i, c := range t.Columns {
 		if strings.EqualFold(c.Name, name) {

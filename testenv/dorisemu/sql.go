@@ -20,6 +20,7 @@ import (
 //	    [ENGINE=OLAP] [UNIQUE KEY(...)|DUPLICATE KEY(...)] [COMMENT 'c'] [PARTITION BY ... (kept verbatim)]
 //	    [DISTRIBUTED BY HASH(...)|RANDOM [BUCKETS n|AUTO]] [PROPERTIES ("k"="v", ...)]
 //	DROP TABLE [IF EXISTS] [db.]t
+//	TRUNCATE TABLE [db.]t
 //	ALTER TABLE [db.]t ADD COLUMN coldef [FIRST|AFTER c] | ADD COLUMN (coldef, ...)
 //	SHOW DATABASES | SHOW TABLES [FROM db] | SHOW CREATE TABLE [db.]t | DESC [db.]t
 //	SELECT COUNT(*) FROM [db.]t [WHERE ...]
@@ -331,6 +332,8 @@ func (e *Emulator) execLocked(s *session, sql string) (*mysql.Result, error) {
 		err = e.dropTable(p, s)
 	case p.acceptKw("ALTER", "TABLE"):
 		err = e.alterTable(p, s)
+	case p.acceptKw("TRUNCATE", "TABLE"):
+		err = e.truncateTable(p, s)
 	default:
 		ddl = false
 		e.tickLocked()
@@ -596,6 +599,29 @@ func (e *Emulator) dropTable(p *parser, s *session) error {
 		return userErr(mysql.ER_BAD_TABLE_ERROR, "Unknown table '%s'", name)
 	}
 	delete(d.tables, name)
+	return nil
+}
+
+// truncateTable empties a table and keeps its definition (Doris replaces
+// its partitions with empty ones). Loads still open against the table are
+// not failed, unlike real Doris, where their commit no longer finds the
+// old partitions.
+func (e *Emulator) truncateTable(p *parser, s *session) error {
+	db, name, err := p.qname(s)
+	if err != nil {
+		return parseErr(err)
+	}
+	if p.isKw("PARTITION") {
+		return unsupported("TRUNCATE TABLE ... PARTITION")
+	}
+	if err := p.end(); err != nil {
+		return parseErr(err)
+	}
+	t, err := e.tableOf(db, name)
+	if err != nil {
+		return err
+	}
+	t.truncate()
 	return nil
 }
 
