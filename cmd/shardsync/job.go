@@ -63,6 +63,8 @@ type jobOptions struct {
 	schemaChange string
 
 	ledgerPath, labelPrefix string
+	recreateTarget          bool   // claim.go
+	sequenceColumn          string // Doris sequence column of created targets
 	checkpointInterval      time.Duration
 	maxEpochRows            int
 
@@ -86,6 +88,7 @@ func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dbColumn, "database-column", "database_name", "name of the metadata column holding each row's source database")
 	fs.StringVar(&o.tableColumn, "table-column", "table_name", "name of the metadata column holding each row's source table")
 	fs.StringVar(&o.ledgerPath, "ledger", "", "ledger file (default: <label-prefix>.ledger in the current directory)")
+	fs.BoolVar(&o.recreateTarget, "recreate-target", false, "when a target holds rows written under another ledger (a lost or replaced ledger), empty it (TRUNCATE TABLE) and snapshot it again; needs a ledger that has committed nothing; a target this ledger already wrote is never emptied")
 	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
 	fs.IntVar(&o.maxEpochRows, "max-epoch-rows", 500_000, "close an epoch early once it holds this many rows")
 	fs.StringVar(&o.httpAddr, "http-addr", "", "serve /metrics (Prometheus), /healthz, /readyz and /status on this host:port")
@@ -471,6 +474,7 @@ func (j *job) run(ctx context.Context) error {
 	}
 	defer led.Close()
 	j.mon.setLedger(led)
+	j.withLedgerID(led)
 
 	sinks, err := openSinks(j.dorisCfg, j.mcCfg, j.log)
 	if err != nil {
@@ -481,6 +485,9 @@ func (j *job) run(ctx context.Context) error {
 			_ = s.Close()
 		}
 	}()
+	if err := j.claimTargets(ctx, led, sinks, routes); err != nil {
+		return err
+	}
 	sinks = j.mon.instrumentSinks(sinks)
 	stopProgress := startProgress(ctx, j.progressOut, j.progressOut != nil, j.mon, j.log.With("part", "progress"), progressInterval)
 	defer stopProgress()
