@@ -125,7 +125,9 @@ func TestEmuClaimRace(t *testing.T) {
 	errs := make([]error, 2)
 	for i, s := range []*doris.Sink{a, b} {
 		id := []string{ledgerA, ledgerB}[i]
-		wg.Go(func() { errs[i] = s.ClaimTargets(ctx, []change.TableID{target}, twopc.Owner{LedgerID: id, Fresh: true}) })
+		wg.Go(func() {
+			errs[i] = s.ClaimTargets(ctx, []change.TableID{target}, twopc.Owner{LedgerID: id, Fresh: true})
+		})
 	}
 	wg.Wait()
 	failed := 0
