@@ -36,6 +36,13 @@ type Config struct {
 	// shardsync from before ledger ids. Pattern [0-9A-Za-z]{0,32}.
 	LedgerID string
 
+	// SequenceColumn, when set, is a BIGINT column that tables the sink
+	// creates get as their sequence column (PROPERTIES
+	// "function_column.sequence_col"); see Sink for its values. Existing
+	// targets are used as they are: their own sequence column, if any, is
+	// discovered.
+	SequenceColumn string
+
 	// Buckets is the bucket count of created tables; 0 means BUCKETS AUTO
 	// (Doris 2.0+).
 	Buckets int
@@ -133,6 +140,10 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.QueryAddr); err != nil {
 			return fmt.Errorf("doris config: query address %q is not host:port: %w", c.QueryAddr, err)
 		}
+	}
+	if c.SequenceColumn != "" && (c.SequenceColumn == c.DatabaseColumn || c.SequenceColumn == c.TableColumn ||
+		strings.EqualFold(c.SequenceColumn, DeleteSign) || strings.ContainsAny(c.SequenceColumn, "`\x00")) {
+		return fmt.Errorf("doris config: sequence column %q must be a plain column name other than the metadata columns", c.SequenceColumn)
 	}
 	if c.Buckets < 0 || c.Replication < 0 {
 		return errors.New("doris config: buckets and replication must not be negative")

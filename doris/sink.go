@@ -29,6 +29,8 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/shardsync/shardsync/change"
 	"github.com/shardsync/shardsync/twopc"
@@ -49,6 +51,16 @@ type Sink struct {
 	targets map[change.TableID]*target
 
 	noLabelOps bool // FE/BE answered abort-by-label as unsupported (< 2.1); under mu
+
+	// seq is the last sequence value handed out (targets with a sequence
+	// column that shardsync fills). Each row takes the next value, and each
+	// epoch starts at least at its wall-clock time in milliseconds << 20,
+	// so values grow with every change: within a process because epochs
+	// and their rows are written in source order, and across restarts and
+	// replaced ledgers as long as the clock does not step back by more than
+	// the downtime (the values of one epoch run ahead of the clock by one
+	// millisecond per 2^20 rows).
+	seq atomic.Int64
 }
 
 // target is what the sink knows of one target table.
@@ -106,6 +118,13 @@ func (s *Sink) target(id change.TableID) (*target, error) {
 func (s *Sink) Begin(_ context.Context, epoch uint64, rec twopc.Recorder) (twopc.Txn, error) {
 	if rec == nil {
 		return nil, errors.New("doris: Begin needs a Recorder")
+	}
+	floor := time.Now().UnixMilli() << 20
+	for {
+		cur := s.seq.Load()
+		if cur >= floor || s.seq.CompareAndSwap(cur, floor) {
+			break
+		}
 	}
 	return &txn{s: s, epoch: epoch, rec: rec, streams: map[change.TableID]*stream{}}, nil
 }
@@ -309,6 +328,7 @@ func (t *txn) stream(ctx context.Context, id change.TableID) (*stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting doris load %s: %w", label, err)
 	}
+	st.seq = &t.s.seq
 	t.s.log.Debug("doris load started", "label", label, "batch", t.epoch)
 	t.streams[id] = st
 	t.order = append(t.order, st)

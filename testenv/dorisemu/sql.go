@@ -852,6 +852,9 @@ func (e *Emulator) createTable(p *parser, s *session) error {
 	if err := p.end(); err != nil {
 		return parseErr(err)
 	}
+	if err := t.sequenceProperties(); err != nil {
+		return err
+	}
 	// Key columns: an ordered prefix of the schema, of key-able types.
 	for i, k := range t.KeyCols {
 		if i >= len(t.Columns) || !strings.EqualFold(t.Columns[i].Name, k) {
@@ -891,6 +894,40 @@ func (e *Emulator) createTable(p *parser, s *session) error {
 	}
 	t.ID = e.nextID()
 	d.tables[name] = t
+	return nil
+}
+
+// sequenceProperties reads function_column.sequence_col (a column holds the
+// sequence value) and function_column.sequence_type (a hidden column does;
+// loads name its source with the function_column.sequence_col header).
+func (t *table) sequenceProperties() error {
+	for _, kv := range t.Properties {
+		switch strings.ToLower(kv[0]) {
+		case "function_column.sequence_col":
+			i := t.colIndex(kv[1])
+			if i < 0 {
+				return userErr(mysql.ER_UNKNOWN_ERROR, "The specified sequence column[%s] not exists", kv[1])
+			}
+			if !slices.Contains(seqKinds, t.Columns[i].Type.Kind) {
+				return userErr(mysql.ER_UNKNOWN_ERROR, "Sequence type only support integer types and date types")
+			}
+			t.SeqCol = t.Columns[i].Name
+		case "function_column.sequence_type":
+			ct, err := newColType(kv[1], nil)
+			if err != nil || !slices.Contains(seqKinds, ct.Kind) {
+				return userErr(mysql.ER_UNKNOWN_ERROR, "Sequence type only support integer types and date types")
+			}
+			t.SeqType = &ct
+		default:
+			continue
+		}
+		if t.KeysType != KeysUnique {
+			return userErr(mysql.ER_UNKNOWN_ERROR, "sequence column only support UNIQUE_KEYS")
+		}
+	}
+	if t.SeqCol != "" && t.SeqType != nil {
+		t.SeqType = nil // the mapped column decides the type
+	}
 	return nil
 }
 
