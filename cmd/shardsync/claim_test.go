@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -95,4 +96,30 @@ func TestJobReplacedLedger(t *testing.T) {
 	// The first ledger is now the foreign one.
 	stop, _ = start("first.ledger")
 	require.ErrorIs(t, stop(false), twopc.ErrForeignTarget)
+}
+
+func TestSequenceColumnKeyAndFlag(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`source:
+  type: mysql
+  hostname: 10.0.0.1
+  tables: emp_[0-9]+.employees_[0-9]+
+sink:
+  type: doris
+  fenodes: fe:8030
+  sequence-column: _version
+`), 0o600))
+	var opts jobOptions
+	fs := pflag.NewFlagSet("cli", pflag.ContinueOnError)
+	opts.addFlags(fs)
+	require.NoError(t, fs.Parse(nil))
+	o, _, err := loadPipelineFile(path, mapEnv(nil), fs)
+	require.NoError(t, err)
+	dc, err := dorisConfig(o, "p")
+	require.NoError(t, err)
+	require.Equal(t, "_version", dc.SequenceColumn)
+
+	o.sequenceColumn = "database_name"
+	_, err = dorisConfig(o, "p")
+	require.ErrorContains(t, err, "sequence column")
 }

@@ -126,6 +126,7 @@ func (o *jobOptions) addSinkFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.buckets, "doris-buckets", 10, "buckets of created Doris tables (0: BUCKETS AUTO)")
 	fs.IntVar(&o.replication, "doris-replication", 0, "replication_num of created Doris tables (0: cluster default)")
 	fs.StringToStringVar(&o.dorisHeaders, "doris-load-header", nil, "extra Stream Load header key=value (Flink CDC sink.properties.*), e.g. timeout=600")
+	fs.StringVar(&o.sequenceColumn, "sequence-column", "", "give Doris targets that shardsync creates this BIGINT sequence column (function_column.sequence_col), filled with a value that grows with every change, so a replayed or late load never moves a row back to an older version; a target's own sequence column is always discovered and used")
 	fs.StringToStringVar(&o.dorisTableProps, "doris-table-property", nil, "extra PROPERTIES key=value of created Doris tables (Flink CDC table.create.properties.*)")
 	fs.StringVar(&o.mcEndpoint, "maxcompute-endpoint", "", "MaxCompute service endpoint, e.g. http://service.cn-hangzhou.maxcompute.aliyun.com/api")
 	fs.StringVar(&o.mcProject, "maxcompute-project", "", "MaxCompute project holding the targets (a target's database part is not used)")
@@ -325,6 +326,7 @@ func dorisConfig(o jobOptions, prefix string) (doris.Config, error) {
 	dc.LabelPrefix = prefix
 	dc.Buckets, dc.Replication = o.buckets, o.replication
 	dc.Headers, dc.TableProperties = o.dorisHeaders, o.dorisTableProps
+	dc.SequenceColumn = o.sequenceColumn
 	if o.dbColumn != "" {
 		dc.DatabaseColumn = o.dbColumn
 	}

@@ -35,7 +35,7 @@ type loadPlan struct {
 	// seqTo the hidden __DORIS_SEQUENCE_COL__ entry of cols it is copied
 	// to (tables with function_column.sequence_type); -1 when unused.
 	seqFrom, seqTo int
-	delCond    *condition
+	delCond        *condition
 
 	format     string
 	sep        []byte
