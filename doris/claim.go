@@ -141,7 +141,11 @@ func (s *Sink) claimTarget(ctx context.Context, id change.TableID, o twopc.Owner
 	default:
 		return fmt.Sprintf("target %s holds rows that no ledger of this label prefix claimed (an earlier job whose ledger was lost, or another writer)", id), nil
 	}
-	next := claim{ledgerID: o.LedgerID, generation: cur.generation + 1, holder: o.Holder, claimedAt: time.Now().UTC().Format(time.DateTime)}
+	holder := o.Holder
+	if len(holder) > 500 {
+		holder = strings.ToValidUTF8(holder[:500], "")
+	}
+	next := claim{ledgerID: o.LedgerID, generation: cur.generation + 1, holder: holder, claimedAt: time.Now().UTC().Format(time.DateTime)}
 	won, err := s.writeClaim(ctx, claims, id.Table, next)
 	if err != nil {
 		return "", err
@@ -232,6 +236,10 @@ func (s *Sink) writeClaim(ctx context.Context, claims change.TableID, table stri
 			return false, nil
 		}
 		return false, fmt.Errorf("writing claim %s: %w", label, err)
+	}
+	if r := st.verdict.Load; r == nil || r.NumberLoadedRows != 1 {
+		_, _ = s.Abort(ctx, twopc.Prepared{Sink: Name, Target: claims, Label: label, TxnID: strconv.FormatInt(st.verdict.TxnID, 10)})
+		return false, fmt.Errorf("writing claim %s: doris did not load the claim row: %s", label, st.verdict)
 	}
 	v, err := s.c.twoPC(ctx, OpCommit, claims.Database, st.verdict.TxnID, "")
 	if err != nil {
