@@ -3,7 +3,10 @@
 //
 // Each epoch streams one chunked PUT /api/{db}/{table}/_stream_load per
 // target table, with two_phase_commit: true and a label derived from the
-// label prefix, the target and the epoch (see Label). Rows are NDJSON;
+// label prefix, the ledger id, the target and the epoch (see Label).
+// Before the stream starts, ClaimTargets records the ledger at each target
+// and refuses targets holding another ledger's rows. Targets with a
+// sequence column get a growing value per change (see Sink.seq). Rows are NDJSON;
 // deletes carry __DORIS_DELETE_SIGN__ (Unique Key targets). The body is fed
 // as rows arrive through a bounded buffer and ended at the epoch barrier;
 // the reply's TxnId is the pre-committed transaction, later committed or

@@ -19,6 +19,8 @@ import (
 //	CREATE TABLE [IF NOT EXISTS] [db.]t (col TYPE [NULL|NOT NULL] [DEFAULT lit] [COMMENT 'c'], ...)
 //	    [ENGINE=OLAP] [UNIQUE KEY(...)|DUPLICATE KEY(...)] [COMMENT 'c'] [PARTITION BY ... (kept verbatim)]
 //	    [DISTRIBUTED BY HASH(...)|RANDOM [BUCKETS n|AUTO]] [PROPERTIES ("k"="v", ...)]
+//	    (PROPERTIES "function_column.sequence_col" / "function_column.sequence_type" give a
+//	    Unique Key table its sequence column; other properties are kept verbatim)
 //	DROP TABLE [IF EXISTS] [db.]t
 //	TRUNCATE TABLE [db.]t
 //	ALTER TABLE [db.]t ADD COLUMN coldef [FIRST|AFTER c] | ADD COLUMN (coldef, ...)
