@@ -30,6 +30,18 @@ type Config struct {
 	// (two jobs with one prefix would collide on labels). Pattern
 	// [-_A-Za-z0-9]{1,64}: no ':' (Label relies on that).
 	LabelPrefix string
+	// LedgerID is the id of the job's ledger (ledger.Ledger.ID). Labels of
+	// new loads are "{LabelPrefix}_{LedgerID}_…", so a new or replaced
+	// ledger never reuses a label of another; empty gives the labels of
+	// shardsync from before ledger ids. Pattern [0-9A-Za-z]{0,32}.
+	LedgerID string
+
+	// SequenceColumn, when set, is a BIGINT column that tables the sink
+	// creates get as their sequence column (PROPERTIES
+	// "function_column.sequence_col"); see Sink for its values. Existing
+	// targets are used as they are: their own sequence column, if any, is
+	// discovered.
+	SequenceColumn string
 
 	// Buckets is the bucket count of created tables; 0 means BUCKETS AUTO
 	// (Doris 2.0+).
@@ -93,7 +105,10 @@ func DefaultConfig() Config {
 	}
 }
 
-var prefixRE = regexp.MustCompile(`^[-_A-Za-z0-9]{1,64}$`)
+var (
+	prefixRE   = regexp.MustCompile(`^[-_A-Za-z0-9]{1,64}$`)
+	ledgerIDRE = regexp.MustCompile(`^[0-9A-Za-z]{0,32}$`)
+)
 
 // reservedHeaders are the Stream Load headers the sink owns.
 var reservedHeaders = []string{
@@ -118,10 +133,17 @@ func (c Config) Validate() error {
 	if !prefixRE.MatchString(c.LabelPrefix) {
 		return fmt.Errorf("doris config: label prefix %q must match [-_A-Za-z0-9]{1,64} and be unique per job", c.LabelPrefix)
 	}
+	if !ledgerIDRE.MatchString(c.LedgerID) {
+		return fmt.Errorf("doris config: ledger id %q must match [0-9A-Za-z]{0,32}", c.LedgerID)
+	}
 	if c.QueryAddr != "" {
 		if _, _, err := net.SplitHostPort(c.QueryAddr); err != nil {
 			return fmt.Errorf("doris config: query address %q is not host:port: %w", c.QueryAddr, err)
 		}
+	}
+	if c.SequenceColumn != "" && (c.SequenceColumn == c.DatabaseColumn || c.SequenceColumn == c.TableColumn ||
+		strings.EqualFold(c.SequenceColumn, DeleteSign) || strings.ContainsAny(c.SequenceColumn, "`\x00")) {
+		return fmt.Errorf("doris config: sequence column %q must be a plain column name other than the metadata columns", c.SequenceColumn)
 	}
 	if c.Buckets < 0 || c.Replication < 0 {
 		return errors.New("doris config: buckets and replication must not be negative")

@@ -37,6 +37,9 @@ type encoder struct {
 	keys  [][]byte        // `"name":` for each loaded column, escaped once
 	sign  bool            // add __DORIS_DELETE_SIGN__ (Unique Key target)
 	keyIx []int           // target key columns, for Update key changes
+	// seqKey is `,"name":` of the sequence column shardsync fills, nil
+	// when it fills none.
+	seqKey []byte
 }
 
 // newEncoder encodes rows of schema s; keep (nil: all) selects the columns
@@ -70,26 +73,28 @@ func newEncoder(s change.Schema, keep func(string) bool, keyCols []string, sign 
 // appendRow appends the line(s) for r: an upsert of After, a delete of
 // Before, or for an Update whose key changed a delete of Before followed by
 // an upsert of After.
-func (e *encoder) appendRow(dst []byte, r change.Row) ([]byte, error) {
+// seq is the change's sequence value, written to the sequence column when
+// the encoder has one.
+func (e *encoder) appendRow(dst []byte, r change.Row, seq int64) ([]byte, error) {
 	var err error
 	switch r.Op {
 	case change.Insert:
-		return e.appendImage(dst, r.After, false)
+		return e.appendImage(dst, r.After, false, seq)
 	case change.Update:
 		if len(e.keyIx) > 0 && e.keyChanged(r.Before, r.After) {
 			if !e.sign {
 				return dst, fmt.Errorf("update changes the key of a row, which needs a delete, and the target is not a Unique Key table")
 			}
-			if dst, err = e.appendImage(dst, r.Before, true); err != nil {
+			if dst, err = e.appendImage(dst, r.Before, true, seq); err != nil {
 				return dst, err
 			}
 		}
-		return e.appendImage(dst, r.After, false)
+		return e.appendImage(dst, r.After, false, seq)
 	case change.Delete:
 		if !e.sign {
 			return dst, fmt.Errorf("delete needs a Unique Key target (__DORIS_DELETE_SIGN__); the target is not one")
 		}
-		return e.appendImage(dst, r.Before, true)
+		return e.appendImage(dst, r.Before, true, seq)
 	}
 	return dst, fmt.Errorf("unknown row operation %v", r.Op)
 }
@@ -117,7 +122,7 @@ func sameValue(a, b change.Value) bool {
 	return a == b
 }
 
-func (e *encoder) appendImage(dst []byte, img []change.Value, del bool) ([]byte, error) {
+func (e *encoder) appendImage(dst []byte, img []change.Value, del bool, seq int64) ([]byte, error) {
 	if len(img) != len(e.cols) {
 		return dst, fmt.Errorf("row image has %d values, the target schema %d columns", len(img), len(e.cols))
 	}
@@ -132,6 +137,10 @@ func (e *encoder) appendImage(dst []byte, img []change.Value, del bool) ([]byte,
 		if dst, err = appendValue(dst, e.cols[i].Type.Kind, img[i]); err != nil {
 			return dst[:start], fmt.Errorf("column %q: %w", e.cols[i].Name, err)
 		}
+	}
+	if e.seqKey != nil {
+		dst = append(dst, e.seqKey...)
+		dst = strconv.AppendInt(dst, seq, 10)
 	}
 	if e.sign {
 		if del {

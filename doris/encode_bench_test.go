@@ -31,7 +31,7 @@ func BenchmarkEncodeRow(b *testing.B) {
 	n := 0
 	for b.Loop() {
 		var err error
-		if buf, err = enc.appendRow(buf[:0], row); err != nil {
+		if buf, err = enc.appendRow(buf[:0], row, 0); err != nil {
 			b.Fatal(err)
 		}
 		n += len(buf)
@@ -50,7 +50,7 @@ func BenchmarkEncodeUpdateKeyChange(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var err error
-		if buf, err = enc.appendRow(buf[:0], row); err != nil {
+		if buf, err = enc.appendRow(buf[:0], row, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

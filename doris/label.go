@@ -29,7 +29,8 @@ var plainName = regexp.MustCompile(`^[-_A-Za-z0-9]+$`)
 // of SHA-256 over db and table; it has no ':' so it never equals a readable
 // label. Epochs are never reused, so labels are never reused.
 //
-// prefix must match [-_A-Za-z0-9]{1,64} (Config.Validate checks it).
+// prefix must match [-_A-Za-z0-9]{1,97}: the configured prefix (at most 64,
+// checked by Config.Validate), optionally followed by "_" and the ledger id.
 func Label(prefix string, target change.TableID, epoch uint64) string {
 	ep := strconv.FormatUint(epoch, 10)
 	if plainName.MatchString(target.Database) && plainName.MatchString(target.Table) {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +23,7 @@ type tableInfo struct {
 	columns  []string
 	keys     []string // key columns (aggregation_type "")
 	keysType string   // UNIQUE_KEYS, DUPLICATE_KEYS, AGG_KEYS; "" when the FE does not say
+	types    map[string]string
 }
 
 type schemaReply struct {
@@ -69,9 +72,10 @@ func (c *client) describe(ctx context.Context, id change.TableID) (tableInfo, er
 	if err := json.Unmarshal(r.Data, &d); err != nil {
 		return tableInfo{}, fmt.Errorf("reading the schema of doris table %s: unexpected data: %w", id, err)
 	}
-	info := tableInfo{exists: true, keysType: strings.ToUpper(d.KeysType)}
+	info := tableInfo{exists: true, keysType: strings.ToUpper(d.KeysType), types: map[string]string{}}
 	for _, p := range d.Properties {
 		info.columns = append(info.columns, p.Name)
+		info.types[p.Name] = strings.ToUpper(p.Type)
 		if p.AggregationType == "" {
 			info.keys = append(info.keys, p.Name)
 		}
@@ -98,7 +102,19 @@ func (s *Sink) ApplySchema(ctx context.Context, ts change.TableSchema) error {
 			return fmt.Errorf("doris target %s does not exist and no query address is configured to create it", id)
 		}
 		key := TableKey(ts.Schema, s.cfg.DatabaseColumn, s.cfg.TableColumn)
-		ddl, err := CreateTableSQL(id, ts.Schema, key, s.cfg.Buckets, s.cfg.Replication, s.cfg.TableProperties)
+		schema, props := ts.Schema, s.cfg.TableProperties
+		if seq := s.cfg.SequenceColumn; seq != "" {
+			if ts.Schema.Index(seq) >= 0 {
+				return fmt.Errorf("doris target %s: the sequence column %q (--sequence-column) is also a source column; choose another name", id, seq)
+			}
+			schema.Columns = append(slices.Clone(schema.Columns), change.Column{Name: seq, Type: change.Type{Kind: change.KindInt, SQL: "bigint"}, Nullable: true})
+			props = maps.Clone(props)
+			if props == nil {
+				props = map[string]string{}
+			}
+			props[seqColProperty] = seq
+		}
+		ddl, err := CreateTableSQL(id, schema, key, s.cfg.Buckets, s.cfg.Replication, props)
 		if err != nil {
 			return err
 		}
@@ -152,12 +168,57 @@ func (s *Sink) ApplySchema(ctx context.Context, ts change.TableSchema) error {
 			}
 		}
 	}
-	return s.useTarget(ts, info, log)
+	seq, err := s.sequenceOf(ctx, id, info)
+	if err != nil {
+		return err
+	}
+	return s.useTarget(ts, info, seq, log)
+}
+
+// seqColProperty is the table property that maps a Unique Key table's
+// sequence column onto one of its columns; seqTypeProperty gives a hidden
+// sequence column its type instead.
+const (
+	seqColProperty  = "function_column.sequence_col"
+	seqTypeProperty = "function_column.sequence_type"
+)
+
+var seqPropRE = regexp.MustCompile(`"function_column\.sequence_(col|type)"\s*=\s*"([^"]*)"`)
+
+// sequenceOf discovers the target's sequence column from SHOW CREATE
+// TABLE: the column it is mapped to, or "" when there is none. A hidden
+// sequence column (function_column.sequence_type) is refused: the sink has
+// no column to fill it from. Without a query address nothing is
+// discovered.
+func (s *Sink) sequenceOf(ctx context.Context, id change.TableID, info tableInfo) (string, error) {
+	if s.cfg.QueryAddr == "" || (info.keysType != "" && info.keysType != "UNIQUE_KEYS") {
+		return "", nil
+	}
+	rows, err := s.query(ctx, fmt.Sprintf("SHOW CREATE TABLE %s.%s", quoteIdent(id.Database), quoteIdent(id.Table)))
+	if err != nil {
+		return "", fmt.Errorf("reading the definition of doris target %s: %w", id, err)
+	}
+	if len(rows) == 0 || len(rows[0]) < 2 {
+		return "", fmt.Errorf("reading the definition of doris target %s: SHOW CREATE TABLE returned nothing", id)
+	}
+	col := ""
+	for _, m := range seqPropRE.FindAllStringSubmatch(rows[0][1], -1) {
+		if m[1] == "col" {
+			col = m[2]
+		}
+	}
+	if col == "" && strings.Contains(rows[0][1], seqTypeProperty) {
+		return "", fmt.Errorf("doris target %s has a hidden sequence column (%s) that shardsync has no column to fill from; "+
+			"map it to a BIGINT column (ALTER TABLE ... ENABLE FEATURE \"SEQUENCE_LOAD\" WITH PROPERTIES (\"%s\" = \"col\")), "+
+			"or let shardsync create the target with --sequence-column", id, seqTypeProperty, seqColProperty)
+	}
+	return col, nil
 }
 
 // useTarget builds the encoder for ts against the table as it exists.
-func (s *Sink) useTarget(ts change.TableSchema, info tableInfo, log interface {
+func (s *Sink) useTarget(ts change.TableSchema, info tableInfo, seq string, log interface {
 	Warn(string, ...any)
+	Info(string, ...any)
 }) error {
 	unique := info.keysType == "" || info.keysType == "UNIQUE_KEYS"
 	if !unique {
@@ -185,6 +246,20 @@ func (s *Sink) useTarget(ts change.TableSchema, info tableInfo, log interface {
 	enc, err := newEncoder(ts.Schema, keep, keyCols, unique)
 	if err != nil {
 		return fmt.Errorf("preparing rows for doris target %s: %w", ts.Target, err)
+	}
+	switch {
+	case seq == "":
+	case ts.Schema.Index(seq) >= 0:
+		log.Info("doris target's sequence column is a source column: its source values order the versions of a row", "sequence_column", seq)
+	default:
+		if t := info.types[seq]; t != "BIGINT" && t != "LARGEINT" && t != "" {
+			return fmt.Errorf("doris target %s: its sequence column %s is %s; shardsync fills it with a BIGINT value per change, so make it BIGINT", ts.Target, seq, t)
+		}
+		if enc.seqKey, err = appendString(nil, seq); err != nil {
+			return fmt.Errorf("doris target %s: sequence column %q: %w", ts.Target, seq, err)
+		}
+		enc.seqKey = append(append([]byte{','}, enc.seqKey...), ':')
+		log.Info("doris target has a sequence column; shardsync fills it with a value that grows with every change", "sequence_column", seq)
 	}
 	if len(missing) > 0 {
 		log.Warn("doris target lacks source columns; their values are not loaded", "columns", strings.Join(missing, ","))

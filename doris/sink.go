@@ -3,7 +3,10 @@
 //
 // Each epoch streams one chunked PUT /api/{db}/{table}/_stream_load per
 // target table, with two_phase_commit: true and a label derived from the
-// label prefix, the target and the epoch (see Label). Rows are NDJSON;
+// label prefix, the ledger id, the target and the epoch (see Label).
+// Before the stream starts, ClaimTargets records the ledger at each target
+// and refuses targets holding another ledger's rows. Targets with a
+// sequence column get a growing value per change (see Sink.seq). Rows are NDJSON;
 // deletes carry __DORIS_DELETE_SIGN__ (Unique Key targets). The body is fed
 // as rows arrive through a bounded buffer and ended at the epoch barrier;
 // the reply's TxnId is the pre-committed transaction, later committed or
@@ -29,6 +32,8 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/shardsync/shardsync/change"
 	"github.com/shardsync/shardsync/twopc"
@@ -49,6 +54,16 @@ type Sink struct {
 	targets map[change.TableID]*target
 
 	noLabelOps bool // FE/BE answered abort-by-label as unsupported (< 2.1); under mu
+
+	// seq is the last sequence value handed out (targets with a sequence
+	// column that shardsync fills). Each row takes the next value, and each
+	// epoch starts at least at its wall-clock time in milliseconds << 20,
+	// so values grow with every change: within a process because epochs
+	// and their rows are written in source order, and across restarts and
+	// replaced ledgers as long as the clock does not step back by more than
+	// the downtime (the values of one epoch run ahead of the clock by one
+	// millisecond per 2^20 rows).
+	seq atomic.Int64
 }
 
 // target is what the sink knows of one target table.
@@ -70,6 +85,15 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		return nil, fmt.Errorf("doris config: %w", err)
 	}
 	return &Sink{cfg: cfg, log: log, c: c, targets: map[change.TableID]*target{}}, nil
+}
+
+// labelPrefix is what the labels of new loads start with: the configured
+// prefix and the ledger id, so that labels are unique to the ledger.
+func (s *Sink) labelPrefix() string {
+	if s.cfg.LedgerID == "" {
+		return s.cfg.LabelPrefix
+	}
+	return s.cfg.LabelPrefix + "_" + s.cfg.LedgerID
 }
 
 // Name returns "doris".
@@ -97,6 +121,13 @@ func (s *Sink) target(id change.TableID) (*target, error) {
 func (s *Sink) Begin(_ context.Context, epoch uint64, rec twopc.Recorder) (twopc.Txn, error) {
 	if rec == nil {
 		return nil, errors.New("doris: Begin needs a Recorder")
+	}
+	floor := time.Now().UnixMilli() << 20
+	for {
+		cur := s.seq.Load()
+		if cur >= floor || s.seq.CompareAndSwap(cur, floor) {
+			break
+		}
 	}
 	return &txn{s: s, epoch: epoch, rec: rec, streams: map[change.TableID]*stream{}}, nil
 }
@@ -292,7 +323,7 @@ func (t *txn) stream(ctx context.Context, id change.TableID) (*stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	label := Label(t.s.cfg.LabelPrefix, id, t.epoch)
+	label := Label(t.s.labelPrefix(), id, t.epoch)
 	if err := t.rec.Intend(ctx, twopc.Prepared{Sink: Name, Target: id, Label: label}); err != nil {
 		return nil, fmt.Errorf("recording doris label %s before loading: %w", label, err)
 	}
@@ -300,6 +331,7 @@ func (t *txn) stream(ctx context.Context, id change.TableID) (*stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting doris load %s: %w", label, err)
 	}
+	st.seq = &t.s.seq
 	t.s.log.Debug("doris load started", "label", label, "batch", t.epoch)
 	t.streams[id] = st
 	t.order = append(t.order, st)

@@ -24,6 +24,7 @@ type stream struct {
 	target change.TableID
 	label  string
 	enc    *encoder
+	seq    *atomic.Int64 // the sink's sequence counter (see Sink)
 
 	pr      *io.PipeReader
 	pw      *io.PipeWriter
@@ -175,7 +176,11 @@ func (s *stream) write(ctx context.Context, rows []change.Row) error {
 	defer stop()
 	for i := range rows {
 		var err error
-		s.scratch, err = s.enc.appendRow(s.scratch[:0], rows[i])
+		var seq int64
+		if s.enc.seqKey != nil {
+			seq = s.seq.Add(1)
+		}
+		s.scratch, err = s.enc.appendRow(s.scratch[:0], rows[i], seq)
 		if err != nil {
 			return fmt.Errorf("encoding a %s row for %s: %w", rows[i].Op, s.target, err)
 		}

@@ -63,7 +63,7 @@ func TestEncodeValues(t *testing.T) {
 		"", nil, []byte{0x00, 0xff, 0x10}, change.DateTime("2024-02-29 23:59:59.000001"),
 		change.Date("0000-00-00"), change.Time("-838:59:59.000000"), change.JSON(`{"a": [1, 2]}`), "😀𝄞",
 	}}
-	line, err := enc.appendRow(nil, row)
+	line, err := enc.appendRow(nil, row, 0)
 	require.NoError(t, err)
 	require.True(t, strings.HasSuffix(string(line), "}\n"))
 	require.Contains(t, string(line), `"u":18446744073709551615`)
@@ -85,9 +85,9 @@ func TestEncodeValues(t *testing.T) {
 	require.Equal(t, json.Number("1e+300"), got["d"])
 
 	_, err = enc.appendRow(nil, change.Row{Op: change.Insert, After: []change.Value{
-		int64(1), nil, nil, nil, nil, "bad \xff utf8", nil, nil, nil, nil, nil, nil, nil, nil}})
+		int64(1), nil, nil, nil, nil, "bad \xff utf8", nil, nil, nil, nil, nil, nil, nil, nil}}, 0)
 	require.ErrorContains(t, err, "UTF-8")
-	_, err = enc.appendRow(nil, change.Row{Op: change.Insert, After: []change.Value{int64(1)}})
+	_, err = enc.appendRow(nil, change.Row{Op: change.Insert, After: []change.Value{int64(1)}}, 0)
 	require.ErrorContains(t, err, "values")
 }
 
@@ -97,7 +97,7 @@ func TestEncodeOps(t *testing.T) {
 	enc, err := newEncoder(s, nil, []string{"database_name", "id"}, true)
 	require.NoError(t, err)
 	lines := func(r change.Row) string {
-		b, err := enc.appendRow(nil, r)
+		b, err := enc.appendRow(nil, r, 0)
 		require.NoError(t, err)
 		return string(b)
 	}
@@ -113,10 +113,10 @@ func TestEncodeOps(t *testing.T) {
 
 	dup, err := newEncoder(s, func(n string) bool { return n != "v" }, []string{"id"}, false)
 	require.NoError(t, err)
-	b, err := dup.appendRow(nil, change.Row{Op: change.Insert, After: []change.Value{"d", int64(1), "x"}})
+	b, err := dup.appendRow(nil, change.Row{Op: change.Insert, After: []change.Value{"d", int64(1), "x"}}, 0)
 	require.NoError(t, err)
 	require.Equal(t, `{"database_name":"d","id":1}`+"\n", string(b), "columns the target lacks are left out; no sign")
-	_, err = dup.appendRow(nil, change.Row{Op: change.Delete, Before: []change.Value{"d", int64(1), "x"}})
+	_, err = dup.appendRow(nil, change.Row{Op: change.Delete, Before: []change.Value{"d", int64(1), "x"}}, 0)
 	require.ErrorContains(t, err, "Unique Key")
 }
 

@@ -8,6 +8,12 @@
 // numbers, and therefore sink labels, are never reused) and the resume
 // position: the source token after the last contiguous committed data.
 //
+// Each ledger has an id, created with it and recorded in it (see ID): sinks
+// put it into their labels, so that labels are unique to the ledger, and
+// record it at the targets, so that a job can tell that a target holds rows
+// written under another ledger. A ledger written by a shardsync from before
+// ids gets one assigned on its first Open (see IDAssigned).
+//
 // One process per ledger: Open takes bbolt's exclusive file lock and
 // records who holds it in a sidecar file "<path>.holder", so that a second
 // opener gets an error naming the file and the holder.
@@ -19,10 +25,13 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"time"
 
@@ -144,6 +153,9 @@ type Ledger struct {
 	keep   int
 	now    func() time.Time
 	holder Holder
+	id     string
+	// assigned: the id was given on open to a ledger created without one.
+	assigned bool
 }
 
 var (
@@ -152,7 +164,26 @@ var (
 	keyFormat    = []byte("format")
 	keyNext      = []byte("next_epoch")
 	keyResume    = []byte("resume")
+	// keyID holds the ledger id; keyIDOrigin says whether it was created
+	// with the ledger ("created") or assigned to an older ledger on open
+	// ("assigned"). Both were added after format 1 shipped: a shardsync
+	// without ids ignores them.
+	keyID       = []byte("ledger_id")
+	keyIDOrigin = []byte("ledger_id_origin")
 )
+
+// idRE is the shape of a ledger id: 16 lower-case hex digits, safe inside
+// Doris labels ([-_A-Za-z0-9:]) and MaxCompute names.
+var idRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// newID returns a random ledger id.
+func newID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("creating a ledger id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
 
 // Open opens or creates the ledger at path. It returns an error wrapping
 // ErrLocked when another process holds it (naming the file and the holder)
@@ -217,7 +248,7 @@ func Open(path string, opts Options) (l *Ledger, err error) {
 // init creates the buckets of a fresh ledger, or checks an existing one.
 func (l *Ledger) init(fresh bool) error {
 	if fresh {
-		return l.db.Update(func(tx *bolt.Tx) error {
+		err := l.db.Update(func(tx *bolt.Tx) error {
 			if tx.Bucket(bucketMeta) != nil {
 				return nil // created by an earlier Open of this still-empty file
 			}
@@ -232,15 +263,24 @@ func (l *Ledger) init(fresh bool) error {
 			if err != nil {
 				return err
 			}
-			for k, v := range map[string][]byte{string(keyFormat): {formatVersion}, string(keyNext): epochKey(1), string(keyResume): res} {
+			id, err := newID()
+			if err != nil {
+				return err
+			}
+			for k, v := range map[string][]byte{string(keyFormat): {formatVersion}, string(keyNext): epochKey(1), string(keyResume): res,
+				string(keyID): []byte(id), string(keyIDOrigin): []byte("created")} {
 				if err := meta.Put([]byte(k), v); err != nil {
 					return fmt.Errorf("initialising ledger %s: %w", l.path, err)
 				}
 			}
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		return l.ensureID()
 	}
-	return l.db.View(func(tx *bolt.Tx) error {
+	err := l.db.View(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
 			return damaged(l.path, "bbolt consistency check: "+err.Error())
 		}
@@ -263,7 +303,51 @@ func (l *Ledger) init(fresh bool) error {
 			return err
 		})
 	})
+	if err != nil {
+		return err
+	}
+	return l.ensureID()
 }
+
+// ensureID reads the ledger id, assigning one to a ledger created by a
+// shardsync from before ids.
+func (l *Ledger) ensureID() error {
+	return l.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return damaged(l.path, "the meta bucket is missing (is this a shardsync ledger?)")
+		}
+		if v := meta.Get(keyID); v != nil {
+			if !idRE.Match(v) {
+				return damaged(l.path, fmt.Sprintf("ledger id %q is not 16 hex digits", v))
+			}
+			l.id, l.assigned = string(v), string(meta.Get(keyIDOrigin)) == "assigned"
+			return nil
+		}
+		id, err := newID()
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyID, []byte(id)); err != nil {
+			return fmt.Errorf("recording ledger id in %s: %w", l.path, err)
+		}
+		if err := meta.Put(keyIDOrigin, []byte("assigned")); err != nil {
+			return fmt.Errorf("recording ledger id in %s: %w", l.path, err)
+		}
+		l.id, l.assigned = id, true
+		return nil
+	})
+}
+
+// ID is the ledger's id: 16 lower-case hex digits, random, created with the
+// ledger (or assigned on the first Open of a ledger from before ids) and
+// never changed. Sinks put it into labels and record it at their targets.
+func (l *Ledger) ID() string { return l.id }
+
+// IDAssigned reports whether the id was assigned to a ledger that a
+// shardsync from before ids created: such a ledger may have written rows
+// to targets that carry no record of it.
+func (l *Ledger) IDAssigned() bool { return l.assigned }
 
 // Close releases the file lock and removes the holder sidecar.
 func (l *Ledger) Close() error {

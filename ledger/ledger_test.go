@@ -248,3 +248,45 @@ func TestStateText(t *testing.T) {
 	_, err := State(0).MarshalText()
 	require.Error(t, err)
 }
+
+func TestLedgerID(t *testing.T) {
+	dir := t.TempDir()
+	a := openTest(t, filepath.Join(dir, "a.db"))
+	b := openTest(t, filepath.Join(dir, "b.db"))
+	require.Regexp(t, `^[0-9a-f]{16}$`, a.ID())
+	require.NotEqual(t, a.ID(), b.ID(), "every ledger gets its own id")
+	require.False(t, a.IDAssigned())
+	id := a.ID()
+	require.NoError(t, a.Close())
+	a = openTest(t, filepath.Join(dir, "a.db"))
+	require.Equal(t, id, a.ID(), "the id is recorded in the ledger")
+}
+
+// TestLedgerIDAssignedToOldLedger opens a ledger as a shardsync from before
+// ids wrote it (no id keys): it keeps working, gets an id once, keeps it.
+func TestLedgerIDAssignedToOldLedger(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	l := openTest(t, path)
+	require.NoError(t, l.Intend(t.Context(), 1, change.Token("s"), txn("doris", "p_d:t_1")))
+	require.NoError(t, l.Close())
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		require.NoError(t, m.Delete(keyID))
+		return m.Delete(keyIDOrigin)
+	}))
+	require.NoError(t, db.Close())
+
+	l = openTest(t, path)
+	require.Regexp(t, `^[0-9a-f]{16}$`, l.ID())
+	require.True(t, l.IDAssigned())
+	e, err := l.Epoch(1)
+	require.NoError(t, err)
+	require.Equal(t, "p_d:t_1", e.Intents[0].Label, "old labels stay as recorded")
+	id := l.ID()
+	require.NoError(t, l.Close())
+	l = openTest(t, path)
+	require.Equal(t, id, l.ID())
+	require.True(t, l.IDAssigned())
+}

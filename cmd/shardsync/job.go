@@ -63,6 +63,8 @@ type jobOptions struct {
 	schemaChange string
 
 	ledgerPath, labelPrefix string
+	recreateTarget          bool   // claim.go
+	sequenceColumn          string // Doris sequence column of created targets
 	checkpointInterval      time.Duration
 	maxEpochRows            int
 
@@ -86,6 +88,7 @@ func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dbColumn, "database-column", "database_name", "name of the metadata column holding each row's source database")
 	fs.StringVar(&o.tableColumn, "table-column", "table_name", "name of the metadata column holding each row's source table")
 	fs.StringVar(&o.ledgerPath, "ledger", "", "ledger file (default: <label-prefix>.ledger in the current directory)")
+	fs.BoolVar(&o.recreateTarget, "recreate-target", false, "when a target holds rows written under another ledger (a lost or replaced ledger), empty it (TRUNCATE TABLE) and snapshot it again; needs a ledger that has committed nothing; a target this ledger already wrote is never emptied")
 	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
 	fs.IntVar(&o.maxEpochRows, "max-epoch-rows", 500_000, "close an epoch early once it holds this many rows")
 	fs.StringVar(&o.httpAddr, "http-addr", "", "serve /metrics (Prometheus), /healthz, /readyz and /status on this host:port")
@@ -123,6 +126,7 @@ func (o *jobOptions) addSinkFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.buckets, "doris-buckets", 10, "buckets of created Doris tables (0: BUCKETS AUTO)")
 	fs.IntVar(&o.replication, "doris-replication", 0, "replication_num of created Doris tables (0: cluster default)")
 	fs.StringToStringVar(&o.dorisHeaders, "doris-load-header", nil, "extra Stream Load header key=value (Flink CDC sink.properties.*), e.g. timeout=600")
+	fs.StringVar(&o.sequenceColumn, "sequence-column", "", "give Doris targets that shardsync creates this BIGINT sequence column (function_column.sequence_col), filled with a value that grows with every change, so a replayed or late load never moves a row back to an older version; a target's own sequence column is always discovered and used")
 	fs.StringToStringVar(&o.dorisTableProps, "doris-table-property", nil, "extra PROPERTIES key=value of created Doris tables (Flink CDC table.create.properties.*)")
 	fs.StringVar(&o.mcEndpoint, "maxcompute-endpoint", "", "MaxCompute service endpoint, e.g. http://service.cn-hangzhou.maxcompute.aliyun.com/api")
 	fs.StringVar(&o.mcProject, "maxcompute-project", "", "MaxCompute project holding the targets (a target's database part is not used)")
@@ -322,6 +326,7 @@ func dorisConfig(o jobOptions, prefix string) (doris.Config, error) {
 	dc.LabelPrefix = prefix
 	dc.Buckets, dc.Replication = o.buckets, o.replication
 	dc.Headers, dc.TableProperties = o.dorisHeaders, o.dorisTableProps
+	dc.SequenceColumn = o.sequenceColumn
 	if o.dbColumn != "" {
 		dc.DatabaseColumn = o.dbColumn
 	}
@@ -471,6 +476,7 @@ func (j *job) run(ctx context.Context) error {
 	}
 	defer led.Close()
 	j.mon.setLedger(led)
+	j.withLedgerID(led)
 
 	sinks, err := openSinks(j.dorisCfg, j.mcCfg, j.log)
 	if err != nil {
@@ -481,6 +487,9 @@ func (j *job) run(ctx context.Context) error {
 			_ = s.Close()
 		}
 	}()
+	if err := j.claimTargets(ctx, led, sinks, routes); err != nil {
+		return err
+	}
 	sinks = j.mon.instrumentSinks(sinks)
 	stopProgress := startProgress(ctx, j.progressOut, j.progressOut != nil, j.mon, j.log.With("part", "progress"), progressInterval)
 	defer stopProgress()

@@ -234,6 +234,7 @@ var pipelineKeys = []pipelineKey{
 		return nil
 	}),
 	flagKey(secDoris, "table.create.num-buckets", "doris-buckets", "buckets of the tables shardsync creates (0: BUCKETS AUTO)"),
+	flagKey(secDoris, "sequence-column", "sequence-column", "BIGINT sequence column of the tables shardsync creates, filled per change (shardsync key; see --sequence-column)"),
 	ignoredKey(secDoris, "auto-redirect", "shardsync follows the FE's redirect unless benodes is set; ignored"),
 	ignoredKey(secDoris, "charset-encoding", "shardsync always sends UTF-8; ignored"),
 	ignoredKey(secDoris, "sink.enable-2pc", "shardsync always uses two-phase commit; ignored"),

@@ -163,6 +163,32 @@ type table struct {
 
 	uniq map[string][]any // UNIQUE_KEYS: encoded key -> row
 	dup  [][]any          // DUPLICATE_KEYS: rows in load order
+
+	// SeqCol is the column mapped to the sequence column
+	// (function_column.sequence_col); SeqType the type of a hidden
+	// sequence column (function_column.sequence_type), nil when none.
+	SeqCol  string
+	SeqType *colType
+	// seqs holds the sequence value of each key's newest version, deleted
+	// keys included: like Doris before compaction removes the deleted row,
+	// a load with a lower sequence value neither replaces nor revives it.
+	seqs map[string]any
+}
+
+// hasSequence reports whether the table has a sequence column.
+func (t *table) hasSequence() bool { return t.SeqCol != "" || t.SeqType != nil }
+
+// SequenceColumnHidden is the hidden column holding each row's sequence value.
+const SequenceColumnHidden = "__DORIS_SEQUENCE_COL__"
+
+// seqKinds are the types a sequence column may have (integers and time).
+var seqKinds = []string{"TINYINT", "SMALLINT", "INT", "BIGINT", "LARGEINT", "DATE", "DATETIME"}
+
+// truncate removes every row.
+func (t *table) truncate() {
+	t.uniq = map[string][]any{}
+	t.dup = nil
+	t.seqs = nil
 }
 
 func (t *table) colIndex(name string) int {

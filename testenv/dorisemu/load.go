@@ -31,7 +31,11 @@ type loadPlan struct {
 	byName     map[string]int // lower-case field name -> src index
 	unique     bool
 	mergeType  string
-	delCond    *condition
+	// seqFrom is the column whose value is the row's sequence value and
+	// seqTo the hidden __DORIS_SEQUENCE_COL__ entry of cols it is copied
+	// to (tables with function_column.sequence_type); -1 when unused.
+	seqFrom, seqTo int
+	delCond        *condition
 
 	format     string
 	sep        []byte
@@ -90,7 +94,7 @@ func splitColumnsHeader(h string) []string {
 func (e *Emulator) planLoad(tbl *table, h http.Header, format string) (*loadPlan, *feError) {
 	p := &loadPlan{
 		format: format, sep: []byte("\t"), delim: []byte("\n"), unique: tbl.KeysType == KeysUnique,
-		countOnly: e.opts.CountOnly, byName: map[string]int{},
+		countOnly: e.opts.CountOnly, byName: map[string]int{}, seqFrom: -1, seqTo: -1,
 	}
 	now := e.now()
 	for _, c := range tbl.Columns {
@@ -131,9 +135,34 @@ func (e *Emulator) planLoad(tbl *table, h http.Header, format string) (*loadPlan
 		}
 		p.maxRatio = f
 	}
-	for _, unsupported := range []string{"jsonpaths", "json_root", "where", "partial_columns", "function_column.sequence_col", "enclose", "escape"} {
+	for _, unsupported := range []string{"jsonpaths", "json_root", "where", "partial_columns", "enclose", "escape"} {
 		if v := h.Get(unsupported); v != "" && !(unsupported == "partial_columns" && v == "false") {
 			return nil, &feError{status: "NOT_IMPLEMENTED_ERROR", detail: fmt.Sprintf("the Doris emulator does not support the %s header", unsupported), beLocal: true}
+		}
+	}
+
+	// Sequence column (FE: the function_column.sequence_col header maps a
+	// column onto the hidden sequence column; a table whose sequence is
+	// mapped to a column needs no header).
+	if v := h.Get("function_column.sequence_col"); v != "" || tbl.SeqType != nil {
+		switch {
+		case !tbl.hasSequence():
+			return nil, analysisErr(2, "There is no sequence column in the table %s", tbl.Name)
+		case v == "":
+			return nil, analysisErr(2, "Table %s has sequence column, need to specify the sequence column", tbl.Name)
+		case tbl.SeqCol != "" && !strings.EqualFold(v, tbl.SeqCol):
+			return nil, analysisErr(2, "The sequence column of table %s is mapped to column %s, not %s", tbl.Name, tbl.SeqCol, v)
+		case tbl.SeqType != nil:
+			from := tbl.colIndex(v)
+			if from < 0 {
+				return nil, &feError{status: "NOT_IMPLEMENTED_ERROR", detail: fmt.Sprintf("the Doris emulator maps function_column.sequence_col only from a table column, got %s", v), beLocal: true}
+			}
+			p.seqFrom, p.seqTo = from, len(p.cols)
+			p.cols = append(p.cols, SequenceColumnHidden)
+			p.types = append(p.types, *tbl.SeqType)
+			p.nullable = append(p.nullable, true)
+			p.defaults = append(p.defaults, nil)
+			p.hasDefault = append(p.hasDefault, true)
 		}
 	}
 
@@ -161,7 +190,9 @@ func (e *Emulator) planLoad(tbl *table, h http.Header, format string) (*loadPlan
 			names = append(names, strings.Trim(item, "`"))
 		}
 	} else {
-		names = append(names, p.cols...)
+		for _, c := range tbl.Columns {
+			names = append(names, c.Name)
+		}
 		if hc := h.Get("hidden_columns"); hc != "" {
 			for _, item := range strings.Split(hc, ",") {
 				names = append(names, strings.Trim(strings.TrimSpace(item), "`"))
@@ -525,6 +556,17 @@ func buildRow(p *loadPlan, res *loadResult, src string, get func(i int) (any, bo
 	}
 	if !p.unique {
 		del = false
+	}
+	if p.seqFrom >= 0 {
+		v, err := convertValue(p.types[p.seqTo], vals[p.seqFrom])
+		if vals[p.seqFrom] == nil {
+			v, err = nil, nil
+		}
+		if err != nil {
+			res.filter(fmt.Sprintf("column(%s) value is incorrect: %v", SequenceColumnHidden, err), src)
+			return
+		}
+		vals[p.seqTo] = v
 	}
 	res.add(p, rowOp{Del: del, Vals: vals})
 }

@@ -19,7 +19,10 @@ import (
 //	CREATE TABLE [IF NOT EXISTS] [db.]t (col TYPE [NULL|NOT NULL] [DEFAULT lit] [COMMENT 'c'], ...)
 //	    [ENGINE=OLAP] [UNIQUE KEY(...)|DUPLICATE KEY(...)] [COMMENT 'c'] [PARTITION BY ... (kept verbatim)]
 //	    [DISTRIBUTED BY HASH(...)|RANDOM [BUCKETS n|AUTO]] [PROPERTIES ("k"="v", ...)]
+//	    (PROPERTIES "function_column.sequence_col" / "function_column.sequence_type" give a
+//	    Unique Key table its sequence column; other properties are kept verbatim)
 //	DROP TABLE [IF EXISTS] [db.]t
+//	TRUNCATE TABLE [db.]t
 //	ALTER TABLE [db.]t ADD COLUMN coldef [FIRST|AFTER c] | ADD COLUMN (coldef, ...)
 //	ALTER TABLE [db.]t MODIFY COLUMN coldef (widening only)
 //	SHOW DATABASES | SHOW TABLES [FROM db] | SHOW CREATE TABLE [db.]t | DESC [db.]t
@@ -332,6 +335,8 @@ func (e *Emulator) execLocked(s *session, sql string) (*mysql.Result, error) {
 		err = e.dropTable(p, s)
 	case p.acceptKw("ALTER", "TABLE"):
 		err = e.alterTable(p, s)
+	case p.acceptKw("TRUNCATE", "TABLE"):
+		err = e.truncateTable(p, s)
 	default:
 		ddl = false
 		e.tickLocked()
@@ -600,6 +605,29 @@ func (e *Emulator) dropTable(p *parser, s *session) error {
 	return nil
 }
 
+// truncateTable empties a table and keeps its definition (Doris replaces
+// its partitions with empty ones). Loads still open against the table are
+// not failed, unlike real Doris, where their commit no longer finds the
+// old partitions.
+func (e *Emulator) truncateTable(p *parser, s *session) error {
+	db, name, err := p.qname(s)
+	if err != nil {
+		return parseErr(err)
+	}
+	if p.isKw("PARTITION") {
+		return unsupported("TRUNCATE TABLE ... PARTITION")
+	}
+	if err := p.end(); err != nil {
+		return parseErr(err)
+	}
+	t, err := e.tableOf(db, name)
+	if err != nil {
+		return err
+	}
+	t.truncate()
+	return nil
+}
+
 func parseProperties(p *parser) ([][2]string, error) {
 	if err := p.expectSym("("); err != nil {
 		return nil, err
@@ -827,6 +855,9 @@ func (e *Emulator) createTable(p *parser, s *session) error {
 	if err := p.end(); err != nil {
 		return parseErr(err)
 	}
+	if err := t.sequenceProperties(); err != nil {
+		return err
+	}
 	// Key columns: an ordered prefix of the schema, of key-able types.
 	for i, k := range t.KeyCols {
 		if i >= len(t.Columns) || !strings.EqualFold(t.Columns[i].Name, k) {
@@ -866,6 +897,40 @@ func (e *Emulator) createTable(p *parser, s *session) error {
 	}
 	t.ID = e.nextID()
 	d.tables[name] = t
+	return nil
+}
+
+// sequenceProperties reads function_column.sequence_col (a column holds the
+// sequence value) and function_column.sequence_type (a hidden column does;
+// loads name its source with the function_column.sequence_col header).
+func (t *table) sequenceProperties() error {
+	for _, kv := range t.Properties {
+		switch strings.ToLower(kv[0]) {
+		case "function_column.sequence_col":
+			i := t.colIndex(kv[1])
+			if i < 0 {
+				return userErr(mysql.ER_UNKNOWN_ERROR, "The specified sequence column[%s] not exists", kv[1])
+			}
+			if !slices.Contains(seqKinds, t.Columns[i].Type.Kind) {
+				return userErr(mysql.ER_UNKNOWN_ERROR, "Sequence type only support integer types and date types")
+			}
+			t.SeqCol = t.Columns[i].Name
+		case "function_column.sequence_type":
+			ct, err := newColType(kv[1], nil)
+			if err != nil || !slices.Contains(seqKinds, ct.Kind) {
+				return userErr(mysql.ER_UNKNOWN_ERROR, "Sequence type only support integer types and date types")
+			}
+			t.SeqType = &ct
+		default:
+			continue
+		}
+		if t.KeysType != KeysUnique {
+			return userErr(mysql.ER_UNKNOWN_ERROR, "sequence column only support UNIQUE_KEYS")
+		}
+	}
+	if t.SeqCol != "" && t.SeqType != nil {
+		t.SeqType = nil // the mapped column decides the type
+	}
 	return nil
 }
 

@@ -296,6 +296,14 @@ func (e *Emulator) applyOps(tbl *table, t *txn) {
 	}
 	now := e.now()
 	ki := tbl.keyIdx()
+	// The sequence value of a row: its mapped column, or the hidden one.
+	seqAt, seqType := -1, colType{}
+	if tbl.SeqCol != "" {
+		seqAt = slices.IndexFunc(t.cols, func(n string) bool { return strings.EqualFold(n, tbl.SeqCol) })
+		seqType = tbl.Columns[tbl.colIndex(tbl.SeqCol)].Type
+	} else if tbl.SeqType != nil {
+		seqAt, seqType = slices.Index(t.cols, SequenceColumnHidden), *tbl.SeqType
+	}
 	for _, op := range t.ops {
 		row := make([]any, len(tbl.Columns))
 		for i, c := range tbl.Columns {
@@ -307,6 +315,22 @@ func (e *Emulator) applyOps(tbl *table, t *txn) {
 		}
 		if tbl.KeysType == KeysUnique {
 			k := encodeKey(row, ki)
+			if tbl.hasSequence() {
+				// A version with a lower sequence value than the key's
+				// newest neither replaces nor deletes it (equal: the later
+				// load wins). NULL is the lowest value.
+				var seq any
+				if seqAt >= 0 {
+					seq = normalizeStored(seqType, op.Vals[seqAt])
+				}
+				if old, ok := tbl.seqs[k]; ok && compareValues(seqType, seq, old) < 0 {
+					continue
+				}
+				if tbl.seqs == nil {
+					tbl.seqs = map[string]any{}
+				}
+				tbl.seqs[k] = seq
+			}
 			if op.Del {
 				delete(tbl.uniq, k)
 			} else {
