@@ -20,10 +20,10 @@ import (
 // target is what the sink knows about one target table.
 type target struct {
 	id      change.TableID
-	schema  string // MaxCompute schema; "" without the schema model
-	table   string // MaxCompute table name
+	schema  string  // MaxCompute schema; "" without the schema model
+	table   string  // MaxCompute table name
 	levels  []level // partition levels; none for an unpartitioned table
-	delta   bool   // transactional table with a primary key: upsert sessions
+	delta   bool    // transactional table with a primary key: upsert sessions
 	buckets int
 	pk      []string
 	cols    []tableschema.Column // the table's columns

@@ -241,7 +241,9 @@ const (
 
 var labelUnsafe = regexp.MustCompile(`[^-_A-Za-z0-9:]`)
 
-func (x Extra) ref() tableRef { return tableRef{Schema: x.Schema, Table: x.Table, Partition: x.Partition} }
+func (x Extra) ref() tableRef {
+	return tableRef{Schema: x.Schema, Table: x.Table, Partition: x.Partition}
+}
 
 // label names the sink transaction of one target partition in one epoch:
 // mc_<db>_<table>_<epoch>, with a tag of the partition spec before the epoch

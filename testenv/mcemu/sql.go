@@ -280,8 +280,8 @@ type statement struct {
 	table       string
 	partCols    []columnDef         // create … partitioned by
 	partitions  []map[string]string // add partition: lower-case column → value
-	ifNotExists bool // create / add columns
-	ifExists    bool // drop
+	ifNotExists bool                // create / add columns
+	ifExists    bool                // drop
 	columns     []columnDef
 	primaryKey  []string
 	props       map[string]string
