@@ -10,7 +10,9 @@
 // decodes every uploaded record stream checking CRCs and counts, checks that
 // every upserted key hashes to the bucket it was sent to, keeps upserts
 // invisible until commit, commits a session once, and commits upload blocks
-// atomically. Fault knobs (FailPuts, DropNextCommitReply, ExpireSession,
+// atomically. Partitioned tables, the schema model (project.schema.table)
+// and session idle timeouts and lifetimes are modelled as partition.go and
+// docs/maxcompute.md ("What the emulator assumes") describe. Fault knobs (FailPuts, DropNextCommitReply, ExpireSession,
 // FailNextTask, ForgetSession) and a state API (Rows, Table, DDLLog,
 // UpsertSession, UploadSession) serve tests.
 package mcemu
