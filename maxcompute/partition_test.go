@@ -11,6 +11,7 @@ import (
 	"github.com/shardsync/shardsync/change"
 	"github.com/shardsync/shardsync/testenv/mcemu"
 	"github.com/shardsync/shardsync/twopc"
+	"github.com/shardsync/shardsync/twopc/twopctest"
 )
 
 // regSchema is empSchema plus a region column, the dynamic partition
@@ -189,4 +190,73 @@ func TestSchemaModelThreeLevelNames(t *testing.T) {
 			require.Equal(t, []string{"emp_1|employees_1|1|a@cn", "emp_1|employees_1|2|b@us"}, regionRows(e, "demo.all_employees"))
 		})
 	}
+}
+
+// The shared twopc conformance suite on a schema-model project with a fixed
+// partition (one session per target, as the suite expects).
+func TestConformancePartitionedInSchema(t *testing.T) {
+	n := 0
+	tables := [2]change.TableSchema{empSchema(true), empSchema(false)}
+	tables[1].Target = change.TableID{Database: "demo", Table: "plain_employees"}
+	part := func(c *Config) { c.Partition = "ds=20240101" }
+	emus := map[twopc.Sink]*mcemu.Emulator{} // one emulator per subtest's sink
+	twopctest.RunConformance(t, twopctest.Harness{
+		New: func(t *testing.T) twopc.Sink {
+			e := mcemu.New(mcemu.Options{SchemaModel: true})
+			t.Cleanup(e.Close)
+			s := newSink(t, e, part)
+			emus[s] = e
+			return s
+		},
+		Reopen: func(t *testing.T, s twopc.Sink) twopc.Sink {
+			r := newSink(t, emus[s], part)
+			emus[r] = emus[s]
+			return r
+		},
+		Tables: tables,
+		Rows: func(target change.TableID, k int) []change.Row {
+			out := make([]change.Row, k)
+			for i := range out {
+				n++
+				src := shard(1)
+				out[i] = change.Row{Op: change.Insert, Target: target, Source: src, After: img(src, int64(n*1000+i), "r", "1.00")}
+			}
+			return out
+		},
+		Visible: func(t *testing.T, s twopc.Sink, target change.TableID) int {
+			return len(emus[s].Rows(target.Database + "." + target.Table))
+		},
+	})
+}
+
+// An epoch that stopped before its commit point with sessions in several
+// partitions: every session was recorded before its first record, and
+// recovery aborts each from its record; none can commit afterwards.
+func TestOpenEpochAbortsEveryPartitionSession(t *testing.T) {
+	e := mcemu.New(mcemu.Options{})
+	t.Cleanup(e.Close)
+	part := func(c *Config) { c.Partition = "region" }
+	a := newSink(t, e, part)
+	require.NoError(t, a.ApplySchema(t.Context(), regSchema(true)))
+	rec := &recorder{}
+	tx, err := a.Begin(t.Context(), 3, rec)
+	require.NoError(t, err)
+	require.NoError(t, tx.Write(t.Context(), []change.Row{rins(shard(1), 1, "a", "cn"), rins(shard(1), 2, "b", "us"), rins(shard(1), 3, "c", "eu")}))
+	// the process dies here
+	last := map[string]twopc.Prepared{}
+	for _, p := range rec.intents {
+		last[p.Label] = p
+	}
+	require.Len(t, last, 3, "one label per partition")
+	b := newSink(t, e, part)
+	for _, p := range last {
+		require.NotEmpty(t, p.TxnID, "the session id was recorded")
+		out, err := b.Abort(t.Context(), p)
+		require.NoError(t, err)
+		require.Equal(t, twopc.Aborted, out)
+		out, err = b.Commit(t.Context(), p)
+		require.NoError(t, err)
+		require.Equal(t, twopc.Aborted, out)
+	}
+	require.Empty(t, e.Rows("all_employees"))
 }
