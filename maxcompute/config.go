@@ -64,6 +64,26 @@ type Config struct {
 	SlotNum int
 	// SessionLifecycleHours is the upsert session lifetime (1..24).
 	SessionLifecycleHours int
+
+	// Partition is the partition every target is written to (option
+	// `partition`): comma-separated levels in the order of the table's
+	// partition columns, "k=v" for a fixed value and "k" for the value of
+	// the row's column k; fixed levels first. Empty: unpartitioned targets.
+	Partition string
+	// KeepAliveInterval is how often an open upsert session is reloaded so
+	// that the service does not expire it as idle (the Java SDK reloads
+	// every 30 s).
+	KeepAliveInterval time.Duration
+	// SessionMaxAge is how long a session may stay open. An epoch whose
+	// upsert session reaches it re-opens the session: a new session gets
+	// every record the old one got, is recorded in the ledger under the same
+	// label, and the old one is aborted. A plain table's epoch fails instead
+	// (see docs/maxcompute.md). Must be below the session lifetime.
+	SessionMaxAge time.Duration
+	// SpoolDir holds, per open upsert session, a copy of what was sent to
+	// it, so that a re-opened session can be given the same records.
+	// Default: the system temporary directory.
+	SpoolDir string
 }
 
 // DefaultConfig returns the defaults (the Flink connector's where it has
@@ -82,6 +102,8 @@ func DefaultConfig() Config {
 		CommitTimeout:         120 * time.Second,
 		SlotNum:               1,
 		SessionLifecycleHours: 24,
+		KeepAliveInterval:     30 * time.Second,
+		SessionMaxAge:         23*time.Hour + 30*time.Minute,
 	}
 }
 
@@ -134,6 +156,15 @@ func (c Config) Validate() error {
 	if c.SessionLifecycleHours < 1 || c.SessionLifecycleHours > 24 {
 		errs = append(errs, fmt.Errorf("maxcompute: session lifecycle %dh must be 1..24", c.SessionLifecycleHours))
 	}
+	if _, err := parsePartitionOption(c.Partition); err != nil {
+		errs = append(errs, fmt.Errorf("maxcompute: %w", err))
+	}
+	if c.KeepAliveInterval <= 0 {
+		errs = append(errs, fmt.Errorf("maxcompute: session.keep-alive-interval %s must be positive", c.KeepAliveInterval))
+	}
+	if life := time.Duration(c.SessionLifecycleHours) * time.Hour; c.SessionMaxAge <= 0 || c.SessionMaxAge >= life {
+		errs = append(errs, fmt.Errorf("maxcompute: session.max-age %s must be positive and below the session lifetime (%s)", c.SessionMaxAge, life))
+	}
 	return errors.Join(errs...)
 }
 
@@ -144,6 +175,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("tunnel_endpoint", c.TunnelEndpoint), slog.String("quota", c.QuotaName),
 		slog.Bool("access_id_set", c.AccessID != ""), slog.Bool("sts", c.StsToken != ""),
 		slog.Int("buckets", c.BucketsNum), slog.String("compress", c.CompressAlgorithm),
+		slog.String("partition", c.Partition),
 	)
 }
 
@@ -246,6 +278,14 @@ func FromOptions(opts map[string]string) (Config, error) {
 			c.FlushConcurrentNum, err = strconv.Atoi(v)
 		case "retries":
 			c.Retries, err = strconv.Atoi(v)
+		case "partition":
+			c.Partition = v
+		case "session.keep-alive-interval":
+			c.KeepAliveInterval, err = time.ParseDuration(v)
+		case "session.max-age":
+			c.SessionMaxAge, err = time.ParseDuration(v)
+		case "session.spool-dir":
+			c.SpoolDir = v
 		case "numCommitThreads", "commit.thread-num", "type", "name":
 			// accepted for compatibility; the sink commits in epoch order
 		default:

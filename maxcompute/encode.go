@@ -31,6 +31,11 @@ type recordStream struct {
 	crc      tunnel.Crc32CheckSum
 	crcOfCrc tunnel.Crc32CheckSum
 	count    int64
+
+	// set when the stream was finished and compressed for sending
+	body []byte
+	enc  string
+	size int // buffered size before finishing
 }
 
 func newRecordStream() *recordStream {

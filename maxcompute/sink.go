@@ -53,10 +53,15 @@ type Sink struct {
 	odps *odps.Odps
 	acct account.Account
 
-	mu      sync.Mutex
-	targets map[change.TableID]*target
-	tun     *tunnel.Tunnel
-	upc     *upsertClient
+	mu          sync.Mutex
+	targets     map[change.TableID]*target
+	tun         *tunnel.Tunnel
+	upc         *upsertClient
+	schemaKnown bool            // schemaOn was read from the project
+	schemaOn    bool            // the project has the schema model
+	schemas     map[string]bool // schemas ensured to exist
+	keepers     map[string]context.CancelFunc
+	keepWG      sync.WaitGroup
 }
 
 var _ twopc.Sink = (*Sink)(nil)
@@ -79,14 +84,75 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	o.SetDefaultProjectName(cfg.Project)
 	o.SetHttpTimeout(cfg.RequestTimeout)
 	o.SetUserAgent("shardsync")
-	return &Sink{cfg: cfg, log: log.With("sink", SinkName), odps: o, acct: acct, targets: map[change.TableID]*target{}}, nil
+	return &Sink{cfg: cfg, log: log.With("sink", SinkName), odps: o, acct: acct, targets: map[change.TableID]*target{},
+		schemas: map[string]bool{}, keepers: map[string]context.CancelFunc{}}, nil
 }
 
 // Name implements twopc.Sink.
 func (s *Sink) Name() string { return SinkName }
 
-// Close implements twopc.Sink. Nothing is aborted.
-func (s *Sink) Close() error { return nil }
+// Close implements twopc.Sink. Nothing is aborted; the keep-alive of open
+// upsert sessions stops (recovery settles them by id).
+func (s *Sink) Close() error {
+	s.mu.Lock()
+	for id, cancel := range s.keepers {
+		cancel()
+		delete(s.keepers, id)
+	}
+	s.mu.Unlock()
+	s.keepWG.Wait()
+	return nil
+}
+
+// keepAlive reloads an open upsert session every KeepAliveInterval until
+// stopKeepAlive (commit, abort, re-open, Close) or until the session is no
+// longer open, so that the service does not expire it as idle while an
+// epoch is long or its commit waits. A failed reload is logged and tried
+// again at the next tick; it never fails the epoch by itself.
+func (s *Sink) keepAlive(upc *upsertClient, ref tableRef, id string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	if old, ok := s.keepers[id]; ok {
+		old()
+	}
+	s.keepers[id] = cancel
+	s.keepWG.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.keepWG.Done()
+		t := time.NewTicker(s.cfg.KeepAliveInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			sess, err := upc.get(ctx, ref, id)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				s.log.Warn("maxcompute: keep-alive reload of upsert session failed", "session", id, "table", ref.String(), "error", describe(err))
+				continue
+			}
+			if st := strings.ToLower(sess.Status); st != "normal" && st != "committing" {
+				s.stopKeepAlive(id)
+				return
+			}
+		}
+	}()
+}
+
+// stopKeepAlive ends the keep-alive of session id, if any.
+func (s *Sink) stopKeepAlive(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cancel, ok := s.keepers[id]; ok {
+		cancel()
+		delete(s.keepers, id)
+	}
+}
 
 // call runs an SDK call that takes no context under ctx and timeout. When
 // the deadline passes first the call is abandoned (the SDK's own HTTP
@@ -159,7 +225,9 @@ func (s *Sink) target(id change.TableID) (*target, bool) {
 type Extra struct {
 	Kind      string `json:"kind"` // "upsert" (Delta table) or "upload" (plain table)
 	Project   string `json:"project"`
+	Schema    string `json:"schema,omitempty"` // with the schema model
 	Table     string `json:"table"`
+	Partition string `json:"partition,omitempty"` // "k1=v1,k2=v2" of a partitioned table
 	SessionID string `json:"session_id"`
 	BlockIDs  []int  `json:"block_ids,omitempty"`
 	Epoch     uint64 `json:"epoch"`
@@ -173,9 +241,18 @@ const (
 
 var labelUnsafe = regexp.MustCompile(`[^-_A-Za-z0-9:]`)
 
-// label names the sink transaction of one target in one epoch.
-func label(t change.TableID, epoch uint64) string {
+func (x Extra) ref() tableRef {
+	return tableRef{Schema: x.Schema, Table: x.Table, Partition: x.Partition}
+}
+
+// label names the sink transaction of one target partition in one epoch:
+// mc_<db>_<table>_<epoch>, with a tag of the partition spec before the epoch
+// for a partitioned target.
+func label(t change.TableID, partition string, epoch uint64) string {
 	l := fmt.Sprintf("mc_%s_%s_%d", labelUnsafe.ReplaceAllString(t.Database, "_"), labelUnsafe.ReplaceAllString(t.Table, "_"), epoch)
+	if partition != "" {
+		l = fmt.Sprintf("mc_%s_%s_%s_%d", labelUnsafe.ReplaceAllString(t.Database, "_"), labelUnsafe.ReplaceAllString(t.Table, "_"), partitionTag(partition), epoch)
+	}
 	if len(l) > 128 {
 		l = l[len(l)-128:]
 	}
@@ -217,7 +294,11 @@ func (s *Sink) Commit(ctx context.Context, p twopc.Prepared) (twopc.Outcome, err
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
 	defer cancel()
 	if x.Kind == kindUpsert {
-		return s.commitUpsert(ctx, x)
+		o, err := s.commitUpsert(ctx, x)
+		if o != twopc.Unknown {
+			s.stopKeepAlive(x.SessionID)
+		}
+		return o, err
 	}
 	return s.commitUpload(ctx, x)
 }
@@ -233,8 +314,8 @@ func (s *Sink) commitUpsert(ctx context.Context, x Extra) (twopc.Outcome, error)
 	if err != nil {
 		return twopc.Unknown, err
 	}
-	log := s.log.With("table", x.Table, "session", x.SessionID, "epoch", x.Epoch)
-	sess, err := upc.get(ctx, x.Table, x.SessionID)
+	log := s.log.With("table", x.ref().String(), "session", x.SessionID, "epoch", x.Epoch)
+	sess, err := upc.get(ctx, x.ref(), x.SessionID)
 	if err != nil {
 		if isNotFound(err) {
 			log.Error("maxcompute: upsert session is unknown to the service; cannot tell whether it committed")
@@ -254,7 +335,7 @@ func (s *Sink) commitUpsert(ctx context.Context, x Extra) (twopc.Outcome, error)
 			return twopc.Aborted, nil
 		case "normal":
 			// commit once; a repeated POST on a committing session is harmless
-			st2, err := upc.commitOnce(ctx, x.Table, sess)
+			st2, err := upc.commitOnce(ctx, x.ref(), sess)
 			switch {
 			case err == nil:
 				posted = true
@@ -277,7 +358,7 @@ func (s *Sink) commitUpsert(ctx context.Context, x Extra) (twopc.Outcome, error)
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, 5*time.Second)
-		ns, err := upc.get(ctx, x.Table, x.SessionID)
+		ns, err := upc.get(ctx, x.ref(), x.SessionID)
 		if err != nil {
 			if isNotFound(err) && posted {
 				return twopc.Committed, nil
@@ -291,13 +372,20 @@ func (s *Sink) commitUpsert(ctx context.Context, x Extra) (twopc.Outcome, error)
 	}
 }
 
+// attachUpload loads an existing upload session. The SDK's
+// AttachToExistedUploadSession drops the schema name (v0.4.24 sets no
+// SchemaName on the session it attaches), so the session is built from its
+// exported fields and loaded directly.
 func (s *Sink) attachUpload(ctx context.Context, x Extra) (*tunnel.UploadSession, error) {
-	tun, _, err := s.tunnels(ctx)
+	_, upc, err := s.tunnels(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return call(ctx, s.cfg.RequestTimeout, func() (*tunnel.UploadSession, error) {
-		return tun.AttachToExistedUploadSession(x.Project, x.Table, x.SessionID, uploadOptions(s.cfg.CompressAlgorithm)...)
+		us := &tunnel.UploadSession{Id: x.SessionID, ProjectName: x.Project, SchemaName: x.Schema, TableName: x.Table,
+			QuotaName: s.cfg.QuotaName, RestClient: upc.rc}
+		us.SetPartitionKey(x.Partition)
+		return us, us.Load()
 	})
 }
 
@@ -388,7 +476,8 @@ func (s *Sink) Abort(ctx context.Context, p twopc.Prepared) (twopc.Outcome, erro
 	if err != nil {
 		return twopc.Unknown, err
 	}
-	sess, err := upc.get(ctx, x.Table, x.SessionID)
+	s.stopKeepAlive(x.SessionID)
+	sess, err := upc.get(ctx, x.ref(), x.SessionID)
 	if err != nil {
 		if isNotFound(err) {
 			return twopc.Aborted, nil
@@ -399,7 +488,7 @@ func (s *Sink) Abort(ctx context.Context, p twopc.Prepared) (twopc.Outcome, erro
 	case "committed", "committing":
 		return twopc.Committed, nil
 	case "normal":
-		if err := upc.abort(ctx, x.Table, sess); err != nil && !isNotFound(err) {
+		if err := upc.abort(ctx, x.ref(), sess); err != nil && !isNotFound(err) {
 			return twopc.Unknown, fmt.Errorf("maxcompute: %w", err)
 		}
 	}

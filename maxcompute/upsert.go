@@ -95,9 +95,30 @@ func (s *upsertSession) slotOf(bucket int) (upsertSlot, bool) {
 	return upsertSlot{}, false
 }
 
-func (c *upsertClient) resource(table string) string {
+// tableRef names a table partition: the session resources are
+// /projects/p[/schemas/s]/tables/t/upserts, and every session request
+// carries partition=k1=v1,k2=v2 for a partitioned table (as the Java SDK's
+// getCommonParams does).
+type tableRef struct {
+	Schema    string
+	Table     string
+	Partition string
+}
+
+func (r tableRef) String() string {
+	n := r.Table
+	if r.Schema != "" {
+		n = r.Schema + "." + n
+	}
+	if r.Partition != "" {
+		n += " partition (" + r.Partition + ")"
+	}
+	return n
+}
+
+func (c *upsertClient) resource(ref tableRef) string {
 	rb := common.NewResourceBuilder(c.project)
-	return rb.Table("", table) + "/upserts"
+	return rb.Table(ref.Schema, ref.Table) + "/upserts"
 }
 
 func (c *upsertClient) headers(extra map[string]string) map[string]string {
@@ -112,8 +133,11 @@ func (c *upsertClient) headers(extra map[string]string) map[string]string {
 	return h
 }
 
-func (c *upsertClient) params(kv ...string) url.Values {
+func (c *upsertClient) params(ref tableRef, kv ...string) url.Values {
 	q := url.Values{}
+	if ref.Partition != "" {
+		q.Set("partition", ref.Partition)
+	}
 	for i := 0; i+1 < len(kv); i += 2 {
 		q.Set(kv[i], kv[i+1])
 	}
@@ -125,14 +149,14 @@ func (c *upsertClient) params(kv ...string) url.Values {
 
 // do sends one request bounded by ctx and RequestTimeout and decodes a
 // JSON reply into out (when not nil).
-func (c *upsertClient) do(ctx context.Context, method, table string, q url.Values, hdr map[string]string, body []byte, out any) (http.Header, error) {
+func (c *upsertClient) do(ctx context.Context, method string, ref tableRef, q url.Values, hdr map[string]string, body []byte, out any) (http.Header, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := c.rc.NewRequestWithParamsAndHeaders(method, c.resource(table), rd, q, c.headers(hdr))
+	req, err := c.rc.NewRequestWithParamsAndHeaders(method, c.resource(ref), rd, q, c.headers(hdr))
 	if err != nil {
 		return nil, err
 	}
@@ -157,11 +181,12 @@ func (c *upsertClient) do(ctx context.Context, method, table string, q url.Value
 	return res.Header, nil
 }
 
-func (c *upsertClient) create(ctx context.Context, table string) (*upsertSession, error) {
+func (c *upsertClient) create(ctx context.Context, ref tableRef) (*upsertSession, error) {
 	var s upsertSession
-	q := c.params("slotnum", strconv.Itoa(c.cfg.SlotNum), "lifecycle", strconv.Itoa(c.cfg.SessionLifecycleHours))
+	table := ref.String()
+	q := c.params(ref, "slotnum", strconv.Itoa(c.cfg.SlotNum), "lifecycle", strconv.Itoa(c.cfg.SessionLifecycleHours))
 	err := c.retry(ctx, "creating upsert session for "+table, func(ctx context.Context) error {
-		_, err := c.do(ctx, http.MethodPost, table, q, nil, nil, &s)
+		_, err := c.do(ctx, http.MethodPost, ref, q, nil, nil, &s)
 		return err
 	}, nil)
 	if err != nil {
@@ -176,10 +201,10 @@ func (c *upsertClient) create(ctx context.Context, table string) (*upsertSession
 	return &s, nil
 }
 
-func (c *upsertClient) get(ctx context.Context, table, id string) (*upsertSession, error) {
+func (c *upsertClient) get(ctx context.Context, ref tableRef, id string) (*upsertSession, error) {
 	var s upsertSession
 	err := c.retry(ctx, "loading upsert session "+id, func(ctx context.Context) error {
-		_, err := c.do(ctx, http.MethodGet, table, c.params("upsertid", id), nil, nil, &s)
+		_, err := c.do(ctx, http.MethodGet, ref, c.params(ref, "upsertid", id), nil, nil, &s)
 		return err
 	}, nil)
 	if err != nil {
@@ -190,8 +215,8 @@ func (c *upsertClient) get(ctx context.Context, table, id string) (*upsertSessio
 
 // put sends one bucket's record stream. On 308 it follows the new routed
 // server; on 502/504 it reloads the session first (Java TunnelRetryHandler).
-func (c *upsertClient) put(ctx context.Context, table string, s *upsertSession, bucket int, body []byte, encoding string, count int64) error {
-	what := fmt.Sprintf("writing bucket %d of upsert session %s (table %s)", bucket, s.ID, table)
+func (c *upsertClient) put(ctx context.Context, ref tableRef, s *upsertSession, bucket int, body []byte, encoding string, count int64) error {
+	what := fmt.Sprintf("writing bucket %d of upsert session %s (table %s)", bucket, s.ID, ref)
 	slot, ok := s.slotOf(bucket)
 	if !ok {
 		return fmt.Errorf("%s: no slot serves the bucket", what)
@@ -206,7 +231,7 @@ func (c *upsertClient) put(ctx context.Context, table string, s *upsertSession, 
 			}
 		}
 		if act == retryReload || (errors.As(err, &he) && he.StatusCode == http.StatusPermanentRedirect) {
-			ns, gerr := c.get(ctx, table, s.ID)
+			ns, gerr := c.get(ctx, ref, s.ID)
 			if gerr != nil {
 				return gerr
 			}
@@ -226,34 +251,34 @@ func (c *upsertClient) put(ctx context.Context, table string, s *upsertSession, 
 		if encoding != "" {
 			hdr["Content-Encoding"] = encoding
 		}
-		q := c.params("upsertid", s.ID, "bucketid", strconv.Itoa(bucket), "slotid", string(slot.ID),
+		q := c.params(ref, "upsertid", s.ID, "bucketid", strconv.Itoa(bucket), "slotid", string(slot.ID),
 			"record_count", strconv.FormatInt(count, 10))
-		_, err := c.do(ctx, http.MethodPut, table, q, hdr, body, nil)
+		_, err := c.do(ctx, http.MethodPut, ref, q, hdr, body, nil)
 		return err
 	}, onRetry)
 }
 
 // commitOnce POSTs the commit and returns the status the server reports.
-func (c *upsertClient) commitOnce(ctx context.Context, table string, s *upsertSession) (string, error) {
+func (c *upsertClient) commitOnce(ctx context.Context, ref tableRef, s *upsertSession) (string, error) {
 	var out upsertSession
 	hdr := map[string]string{}
 	if sl, ok := s.slotOf(0); ok {
 		hdr[common.HttpHeaderRoutedServer] = sl.Worker
 	}
-	_, err := c.do(ctx, http.MethodPost, table, c.params("upsertid", s.ID), hdr, nil, &out)
+	_, err := c.do(ctx, http.MethodPost, ref, c.params(ref, "upsertid", s.ID), hdr, nil, &out)
 	if err != nil {
 		return "", err
 	}
 	return strings.ToLower(out.Status), nil
 }
 
-func (c *upsertClient) abort(ctx context.Context, table string, s *upsertSession) error {
+func (c *upsertClient) abort(ctx context.Context, ref tableRef, s *upsertSession) error {
 	hdr := map[string]string{}
 	if sl, ok := s.slotOf(0); ok {
 		hdr[common.HttpHeaderRoutedServer] = sl.Worker
 	}
 	return c.retry(ctx, "aborting upsert session "+s.ID, func(ctx context.Context) error {
-		_, err := c.do(ctx, http.MethodDelete, table, c.params("upsertid", s.ID), hdr, nil, nil)
+		_, err := c.do(ctx, http.MethodDelete, ref, c.params(ref, "upsertid", s.ID), hdr, nil, nil)
 		return err
 	}, nil)
 }

@@ -285,6 +285,10 @@ var pipelineKeys = []pipelineKey{
 	mcOption("flush.concurrent-num", "buckets sent at once (also numFlushConcurrent)"),
 	mcOption("numFlushConcurrent", "first-release name of flush.concurrent-num"),
 	mcOption("retries", "retries for 5xx and network errors"),
+	mcOption("partition", "partition of every target: k=v (fixed) or k (the value of column k), comma-separated levels, fixed first"),
+	mcOption("session.keep-alive-interval", "how often open upsert sessions are reloaded so they do not expire as idle (default 30s)"),
+	mcOption("session.max-age", "age at which an epoch's upsert session is re-opened (rows re-sent); a plain table's epoch fails (default 23h30m)"),
+	mcOption("session.spool-dir", "directory for the copy of what each upsert session received (default: the system temp dir)"),
 	ignoredKey(secMC, "commit.thread-num", "shardsync commits sessions in epoch order; ignored"),
 	ignoredKey(secMC, "numCommitThreads", "shardsync commits sessions in epoch order; ignored"),
 

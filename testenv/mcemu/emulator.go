@@ -10,7 +10,9 @@
 // decodes every uploaded record stream checking CRCs and counts, checks that
 // every upserted key hashes to the bucket it was sent to, keeps upserts
 // invisible until commit, commits a session once, and commits upload blocks
-// atomically. Fault knobs (FailPuts, DropNextCommitReply, ExpireSession,
+// atomically. Partitioned tables, the schema model (project.schema.table)
+// and session idle timeouts and lifetimes are modelled as partition.go and
+// docs/maxcompute.md ("What the emulator assumes") describe. Fault knobs (FailPuts, DropNextCommitReply, ExpireSession,
 // FailNextTask, ForgetSession) and a state API (Rows, Table, DDLLog,
 // UpsertSession, UploadSession) serve tests.
 package mcemu
@@ -46,6 +48,19 @@ type Options struct {
 	CommittedTTL time.Duration
 	// Logger receives one line per request at debug level. Default: discard.
 	Logger *slog.Logger
+	// SchemaModel turns on the project's schema model
+	// (odps.schema.model.enabled=true): tables live in schemas, named
+	// project.schema.table; the schema "default" exists from the start.
+	SchemaModel bool
+	// UpsertIdleTimeout expires an open upsert session that received no
+	// request for this long (status expired, its staged rows dropped). Zero
+	// means never. See docs/maxcompute.md for why the emulator assumes one.
+	UpsertIdleTimeout time.Duration
+	// LifecycleHour is how long one hour of a session's lifetime lasts: an
+	// upsert session created with lifecycle=N expires N of these after its
+	// creation, an upload session 24 of them after its creation. Default one
+	// hour; tests shrink it.
+	LifecycleHour time.Duration
 }
 
 // Emulator is a running MaxCompute emulator. Its methods are safe for
@@ -61,6 +76,7 @@ type Emulator struct {
 	instances map[string]*instance
 	upserts   map[string]*upsertSession
 	uploads   map[string]*uploadSession
+	schemas   map[string]bool // lower-case names; only with Options.SchemaModel
 	ddl       []string
 	nextID    int
 
@@ -73,13 +89,15 @@ type Emulator struct {
 }
 
 type table struct {
+	schema        string // "" without the schema model
 	name          string
 	cols          []columnDef
+	partCols      []columnDef          // partition columns, in order
+	parts         map[string]*partData // by canonical spec; "" for an unpartitioned table
 	pk            []string
 	transactional bool
 	buckets       int
 	props         map[string]string
-	rows          [][]any
 	created       time.Time
 	lastDDL       time.Time
 }
@@ -98,6 +116,9 @@ func New(opts Options) *Emulator {
 	if opts.CommittedTTL == 0 {
 		opts.CommittedTTL = time.Hour
 	}
+	if opts.LifecycleHour == 0 {
+		opts.LifecycleHour = time.Hour
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -109,8 +130,12 @@ func New(opts Options) *Emulator {
 		instances: map[string]*instance{},
 		upserts:   map[string]*upsertSession{},
 		uploads:   map[string]*uploadSession{},
+		schemas:   map[string]bool{},
 		putFaults: map[int]int{},
 		requests:  map[string]int{},
+	}
+	if opts.SchemaModel {
+		e.schemas["default"] = true
 	}
 	e.srv = httptest.NewServer(http.HandlerFunc(e.serve))
 	e.addr = strings.TrimPrefix(e.srv.URL, "http://")
@@ -198,11 +223,23 @@ func (e *Emulator) serve(w http.ResponseWriter, r *http.Request) {
 		writeErr(errf(http.StatusNotFound, "NoSuchObject", "project %s does not exist", parts[1]))
 		return
 	}
-	var he *httpError
-	if prefix == "/api" {
-		he = e.serveAPI(w, r, parts[2:])
-	} else {
-		he = e.serveTunnel(w, r, parts[2:])
+	// A table in a schema: /projects/p/schemas/s/tables/t… (tunnel and
+	// REST), or ?curr_schema=s on the REST API (the Go SDK's Table.Load).
+	rest, schema := parts[2:], ""
+	if len(rest) >= 3 && rest[0] == "schemas" && rest[2] == "tables" {
+		schema, rest = rest[1], rest[2:]
+	} else if prefix == "/api" {
+		schema = r.URL.Query().Get("curr_schema")
+	}
+	e.mu.Lock()
+	he := e.checkSchemaLocked(schema)
+	e.mu.Unlock()
+	if he == nil {
+		if prefix == "/api" {
+			he = e.serveAPI(w, r, rest, schema)
+		} else {
+			he = e.serveTunnel(w, r, rest, schema)
+		}
 	}
 	if he != nil {
 		writeErr(he)
@@ -352,8 +389,10 @@ func (e *Emulator) ForgetSession(id string) {
 
 // TableInfo describes a table as the emulator holds it.
 type TableInfo struct {
+	Schema        string // "" without the schema model
 	Name          string
 	Columns       []Column
+	Partitions    []Column // partition columns, in order
 	PrimaryKey    []string
 	Transactional bool
 	Buckets       int
@@ -367,15 +406,16 @@ type Column struct {
 	NotNull bool
 }
 
-// Table returns the named table, if it exists.
+// Table returns the named table, if it exists. name is "table" (the
+// default schema) or "schema.table".
 func (e *Emulator) Table(name string) (TableInfo, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	t, ok := e.tables[strings.ToLower(name)]
+	t, ok := e.namedTableLocked(name)
 	if !ok {
 		return TableInfo{}, false
 	}
-	ti := TableInfo{Name: t.name, PrimaryKey: append([]string(nil), t.pk...), Transactional: t.transactional,
+	ti := TableInfo{Schema: t.schema, Name: t.name, PrimaryKey: append([]string(nil), t.pk...), Transactional: t.transactional,
 		Buckets: t.buckets, Properties: map[string]string{}}
 	for k, v := range t.props {
 		ti.Properties[k] = v
@@ -383,24 +423,48 @@ func (e *Emulator) Table(name string) (TableInfo, bool) {
 	for _, c := range t.cols {
 		ti.Columns = append(ti.Columns, Column{Name: c.Name, Type: c.Type, NotNull: c.NotNull})
 	}
+	for _, c := range t.partCols {
+		ti.Partitions = append(ti.Partitions, Column{Name: c.Name, Type: c.Type})
+	}
 	return ti, true
 }
 
+// Partitions returns the partitions of a table as specs such as
+// "ds=20240101,region=cn", sorted (nil for a missing or unpartitioned
+// table).
+func (e *Emulator) Partitions(name string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t, ok := e.namedTableLocked(name)
+	if !ok || len(t.partCols) == 0 {
+		return nil
+	}
+	return t.partSpecs()
+}
+
 // Rows returns the committed rows of a table (nil for a missing table), each
-// padded to the current column count, in insertion order. See the package
-// comment of records.go for the Go types of values.
+// padded to the current column count and followed by its partition values
+// (as strings), as `select *` shows them: partition by partition in spec
+// order, rows in insertion order. name is "table" or "schema.table". See the
+// package comment of records.go for the Go types of values.
 func (e *Emulator) Rows(name string) [][]any {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	t, ok := e.tables[strings.ToLower(name)]
+	t, ok := e.namedTableLocked(name)
 	if !ok {
 		return nil
 	}
-	out := make([][]any, 0, len(t.rows))
-	for _, r := range t.rows {
-		row := make([]any, len(t.cols))
-		copy(row, r)
-		out = append(out, row)
+	out := [][]any{}
+	for _, spec := range t.partSpecs() {
+		p := t.parts[spec]
+		for _, r := range p.rows {
+			row := make([]any, len(t.cols), len(t.cols)+len(p.values))
+			copy(row, r)
+			for _, v := range p.values {
+				row = append(row, v)
+			}
+			out = append(out, row)
+		}
 	}
 	return out
 }
@@ -416,6 +480,8 @@ func (e *Emulator) DDLLog() []string {
 type SessionInfo struct {
 	ID          string
 	Table       string
+	Schema      string // "" without the schema model
+	Partition   string // canonical spec, "" for an unpartitioned table
 	Status      string
 	StagedRows  int   // rows written but not committed
 	Blocks      []int // upload sessions: uploaded block ids
@@ -430,7 +496,8 @@ func (e *Emulator) UpsertSession(id string) (SessionInfo, bool) {
 	if !ok {
 		return SessionInfo{}, false
 	}
-	return SessionInfo{ID: s.id, Table: s.table, Status: s.statusNow(), StagedRows: len(s.staged), CommitCount: s.commits}, true
+	return SessionInfo{ID: s.id, Table: s.table, Schema: s.schema, Partition: s.partition, Status: s.statusNow(),
+		StagedRows: len(s.staged), CommitCount: s.commits}, true
 }
 
 // UpsertSessions returns all upsert sessions the emulator remembers.
@@ -463,7 +530,8 @@ func (e *Emulator) UploadSession(id string) (SessionInfo, bool) {
 	for _, b := range s.blocks {
 		n += len(b)
 	}
-	return SessionInfo{ID: s.id, Table: s.table, Status: s.status, StagedRows: n, Blocks: s.blockIDs(), CommitCount: s.commits}, true
+	return SessionInfo{ID: s.id, Table: s.table, Schema: s.schema, Partition: s.partition, Status: s.statusNow(),
+		StagedRows: n, Blocks: s.blockIDs(), CommitCount: s.commits}, true
 }
 
 // UploadSessions returns all upload sessions the emulator remembers.

@@ -22,9 +22,11 @@ type instance struct {
 	end      time.Time
 }
 
-func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, rest []string) *httpError {
+func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, rest []string, schema string) *httpError {
 	q := r.URL.Query()
 	switch {
+	case len(rest) == 1 && rest[0] == "schemas" && r.Method == http.MethodPost:
+		return e.createSchema(w, r)
 	case len(rest) == 0 && r.Method == http.MethodGet:
 		type prop struct{ Name, Value string }
 		writeXML(w, http.StatusOK, struct {
@@ -34,7 +36,7 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, rest []strin
 			State      string
 			Properties []prop `xml:"Properties>Property"`
 		}{Name: e.opts.Project, Owner: "ALIYUN$emulator", State: "AVAILABLE",
-			Properties: []prop{{"odps.schema.model.enabled", "false"}}})
+			Properties: []prop{{"odps.schema.model.enabled", strconv.FormatBool(e.opts.SchemaModel)}}})
 		return nil
 	case len(rest) == 1 && rest[0] == "tunnel" && r.Method == http.MethodGet && hasParam(q, "service"):
 		w.Header().Set("Content-Type", "text/plain")
@@ -45,7 +47,7 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, rest []strin
 	case len(rest) == 2 && rest[0] == "instances" && r.Method == http.MethodGet:
 		return e.getInstance(w, r, rest[1])
 	case len(rest) == 2 && rest[0] == "tables" && r.Method == http.MethodGet:
-		return e.getTable(w, rest[1])
+		return e.getTable(w, schema, rest[1])
 	}
 	return errf(http.StatusNotFound, "NoSuchObject", "%s %s is not served by the emulator", r.Method, r.URL.Path)
 }
@@ -151,10 +153,34 @@ func (e *Emulator) getInstance(w http.ResponseWriter, r *http.Request, id string
 
 func lower(typ string) string { return strings.ToLower(typ) }
 
-func (e *Emulator) getTable(w http.ResponseWriter, name string) *httpError {
+// createSchema serves Schemas.Create: POST /projects/p/schemas with
+// <Schema><Project/><Name/><Comment/><IfNotExists/></Schema>.
+func (e *Emulator) createSchema(w http.ResponseWriter, r *http.Request) *httpError {
+	var body struct {
+		Name        string
+		IfNotExists bool
+	}
+	if err := xml.NewDecoder(r.Body).Decode(&body); err != nil || body.Name == "" {
+		return errf(http.StatusBadRequest, "InvalidXmlRequest", "decoding schema: %v", err)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	t, ok := e.tables[strings.ToLower(name)]
+	if !e.opts.SchemaModel {
+		return errf(http.StatusBadRequest, "InvalidParameter", "ODPS-0110061: project %s does not have the schema model enabled", e.opts.Project)
+	}
+	key := strings.ToLower(body.Name)
+	if e.schemas[key] && !body.IfNotExists {
+		return errf(http.StatusConflict, "ObjectAlreadyExists", "schema %s.%s already exists", e.opts.Project, body.Name)
+	}
+	e.schemas[key] = true
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+func (e *Emulator) getTable(w http.ResponseWriter, schema, name string) *httpError {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t, ok := e.tableLocked(schema, name)
 	if !ok {
 		return errf(http.StatusNotFound, "NoSuchObject", "ODPS-0110061: Failed to run ddltask - table %s.%s does not exist", e.opts.Project, name)
 	}
@@ -176,25 +202,30 @@ func (e *Emulator) getTable(w http.ResponseWriter, name string) *httpError {
 		reserved["BucketNum"] = t.buckets
 	}
 	resJSON, _ := json.Marshal(reserved)
-	schema, _ := json.Marshal(map[string]any{
-		"columns": cols, "partitionKeys": []col{}, "createTime": t.created.Unix(),
+	pcols := make([]col, len(t.partCols))
+	for i, c := range t.partCols {
+		pcols[i] = col{Name: c.Name, Type: lower(c.Type), IsNullable: true, Comment: c.Comment}
+	}
+	schemaJSON, _ := json.Marshal(map[string]any{
+		"columns": cols, "partitionKeys": pcols, "createTime": t.created.Unix(),
 		"lastDDLTime": t.lastDDL.Unix(), "lastModifiedTime": t.lastDDL.Unix(), "lifecycle": -1,
 		"Reserved": string(resJSON),
 	})
 	writeXML(w, http.StatusOK, struct {
-		XMLName xml.Name `xml:"Table"`
-		Name    string
-		TableId string
-		Owner   string
-		Project string
-		Type    string
-		Schema  struct {
+		XMLName    xml.Name `xml:"Table"`
+		Name       string
+		TableId    string
+		Owner      string
+		Project    string
+		SchemaName string `xml:",omitempty"`
+		Type       string
+		Schema     struct {
 			Content string `xml:",cdata"`
 		}
-	}{Name: t.name, TableId: "t" + t.name, Owner: "ALIYUN$emulator", Project: e.opts.Project,
+	}{Name: t.name, TableId: "t" + t.name, Owner: "ALIYUN$emulator", Project: e.opts.Project, SchemaName: t.schema,
 		Type: "MANAGED_TABLE", Schema: struct {
 			Content string `xml:",cdata"`
-		}{string(schema)}})
+		}{string(schemaJSON)}})
 	return nil
 }
 
@@ -207,13 +238,26 @@ func (e *Emulator) execLocked(sql string, hints map[string]string) error {
 	if st.project != "" && !strings.EqualFold(st.project, e.opts.Project) {
 		return fmt.Errorf("ODPS-0130131:[1,1] Table not found - project %s is not the current project", st.project)
 	}
+	nsHint := hints["odps.namespace.schema"] == "true"
+	switch {
+	case st.schema != "" && !e.opts.SchemaModel:
+		return fmt.Errorf("ODPS-0130161:[1,1] Parse exception - three-part name %s.%s.%s: project %s does not have the schema model enabled", st.project, st.schema, st.table, e.opts.Project)
+	case st.schema != "" && !nsHint:
+		return fmt.Errorf("ODPS-0130161:[1,1] Parse exception - three-part name %s.%s.%s needs the hint odps.namespace.schema=true", st.project, st.schema, st.table)
+	case st.schema != "" && !e.schemas[strings.ToLower(st.schema)]:
+		return fmt.Errorf("ODPS-0110061: schema %s.%s does not exist", e.opts.Project, st.schema)
+	}
 	odps2 := hints["odps.sql.type.system.odps2"] == "true"
-	for _, c := range st.columns {
+	for _, c := range append(append([]columnDef(nil), st.columns...), st.partCols...) {
 		if needsOdps2(c.Type) && !odps2 {
 			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - %s type is not enabled in current mode; set odps.sql.type.system.odps2=true", c.Type)
 		}
 	}
-	key := strings.ToLower(st.table)
+	schema := st.schema
+	if schema == "" {
+		schema = e.defaultSchema()
+	}
+	key := tableKey(schema, st.table)
 	t, exists := e.tables[key]
 	now := time.Now()
 	switch st.kind {
@@ -224,9 +268,21 @@ func (e *Emulator) execLocked(sql string, hints map[string]string) error {
 			}
 			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - table %s already exists", st.table)
 		}
-		nt := &table{name: st.table, cols: st.columns, pk: st.primaryKey, props: st.props, created: now, lastDDL: now}
+		nt := &table{schema: st.schema, name: st.table, cols: st.columns, partCols: st.partCols, pk: st.primaryKey, props: st.props,
+			parts: map[string]*partData{}, created: now, lastDDL: now}
+		if st.schema == "" && e.opts.SchemaModel {
+			nt.schema = "default"
+		}
+		if len(st.partCols) == 0 {
+			nt.parts[""] = &partData{created: now}
+		}
+		for _, c := range st.partCols {
+			if !partitionTypes[baseType(c.Type)] {
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - partition column %s cannot be %s", c.Name, c.Type)
+			}
+		}
 		seen := map[string]bool{}
-		for _, c := range st.columns {
+		for _, c := range append(append([]columnDef(nil), st.columns...), st.partCols...) {
 			if seen[strings.ToLower(c.Name)] {
 				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - duplicate column %s", c.Name)
 			}
@@ -292,12 +348,14 @@ func (e *Emulator) execLocked(sql string, hints map[string]string) error {
 			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - cannot change column %s from %s to %s", c.Name, t.cols[i].Type, c.Type)
 		}
 		if baseType(t.cols[i].Type) == "FLOAT" && baseType(c.Type) == "DOUBLE" {
-			for _, row := range t.rows {
-				if i >= len(row) {
-					continue
-				}
-				if f, ok := row[i].(float32); ok {
-					row[i] = float64(f)
+			for _, p := range t.parts {
+				for _, row := range p.rows {
+					if i >= len(row) {
+						continue
+					}
+					if f, ok := row[i].(float32); ok {
+						row[i] = float64(f)
+					}
 				}
 			}
 		}
@@ -311,6 +369,19 @@ func (e *Emulator) execLocked(sql string, hints map[string]string) error {
 			return fmt.Errorf("ODPS-0130131:[1,1] Table not found - table %s.%s cannot be resolved", e.opts.Project, st.table)
 		}
 		delete(e.tables, key)
+	case stmtAddPartition:
+		if !exists {
+			return fmt.Errorf("ODPS-0130131:[1,1] Table not found - table %s.%s cannot be resolved", e.opts.Project, st.table)
+		}
+		for _, kv := range st.partitions {
+			spec, vals, err := t.canonicalSpec(kv, fmt.Sprint(kv))
+			if err != nil {
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - %v", err)
+			}
+			if !t.addPartition(spec, vals) && !st.ifNotExists {
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - partition %s already exists", spec)
+			}
+		}
 	}
 	return nil
 }

@@ -12,10 +12,15 @@ import (
 // the sink's DDL shows up as a test failure instead of silently passing.
 //
 //	create table [if not exists] p.`t` ( `c` TYPE [not null] [comment '…'], …
-//	    [,primary key( `c`, …)] ) [TBLPROPERTIES ('k'='v', …)] [lifecycle n];
+//	    [,primary key( `c`, …)] ) [comment '…'] [partitioned by (`k` TYPE, …)]
+//	    [TBLPROPERTIES ('k'='v', …)] [lifecycle n];
 //	alter table p.`t` add columns [if not exists] (`c` TYPE [comment '…'], …);
 //	alter table p.`t` change column `c` `c` TYPE;     -- compatible widening only
+//	alter table p.`t` add [if not exists] partition (`k`='v', …) [partition (…)…];
 //	drop table [if exists] p.`t`;
+//
+// Table names are p.`t`, `t`, or with the schema model p.`s`.`t` (which
+// needs the hint odps.namespace.schema=true, as the Go SDK sends it).
 
 type tokKind int
 
@@ -147,25 +152,28 @@ func (p *parser) ident() (string, error) {
 	return t.text, nil
 }
 
-// tableName parses p.`t`, `p`.`t` or `t`; it returns project ("" if absent)
-// and table.
-func (p *parser) tableName() (string, string, error) {
-	a, err := p.ident()
-	if err != nil {
-		return "", "", err
+// tableName parses p.s.t, p.`t`, `p`.`t` or `t`; it returns project and
+// schema ("" if absent) and table.
+func (p *parser) tableName() (string, string, string, error) {
+	var parts []string
+	for {
+		a, err := p.ident()
+		if err != nil {
+			return "", "", "", err
+		}
+		parts = append(parts, a)
+		if !p.isPunct(".") || len(parts) == 3 {
+			break
+		}
+		p.pos++
 	}
-	if !p.isPunct(".") {
-		return "", a, nil
+	switch len(parts) {
+	case 1:
+		return "", "", parts[0], nil
+	case 2:
+		return parts[0], "", parts[1], nil
 	}
-	p.pos++
-	b, err := p.ident()
-	if err != nil {
-		return "", "", err
-	}
-	if p.isPunct(".") {
-		return "", "", p.errorf("three-part names (schema model) are not enabled in this project")
-	}
-	return a, b, nil
+	return parts[0], parts[1], parts[2], nil
 }
 
 // typeName parses a type such as BIGINT, DECIMAL(10,2), VARCHAR(20). Complex
@@ -262,14 +270,18 @@ const (
 	stmtAddColumns
 	stmtChangeType
 	stmtDrop
+	stmtAddPartition
 )
 
 type statement struct {
 	kind        stmtKind
 	project     string
+	schema      string // three-part names only
 	table       string
-	ifNotExists bool // create / add columns
-	ifExists    bool // drop
+	partCols    []columnDef         // create … partitioned by
+	partitions  []map[string]string // add partition: lower-case column → value
+	ifNotExists bool                // create / add columns
+	ifExists    bool                // drop
 	columns     []columnDef
 	primaryKey  []string
 	props       map[string]string
@@ -367,7 +379,7 @@ func (p *parser) create() (*statement, error) {
 		st.ifNotExists = true
 	}
 	var err error
-	if st.project, st.table, err = p.tableName(); err != nil {
+	if st.project, st.schema, st.table, err = p.tableName(); err != nil {
 		return nil, err
 	}
 	if err := p.expectPunct("("); err != nil {
@@ -384,6 +396,17 @@ func (p *parser) create() (*statement, error) {
 			p.pos++
 		} else {
 			return nil, p.errorf("expected a table comment string")
+		}
+	}
+	if p.acceptWords("partitioned", "by") {
+		if err := p.expectPunct("("); err != nil {
+			return nil, err
+		}
+		if st.partCols, _, err = p.columnDefs(false); err != nil {
+			return nil, err
+		}
+		if err := p.expectPunct(")"); err != nil {
+			return nil, err
 		}
 	}
 	if p.acceptWords("tblproperties") {
@@ -429,10 +452,23 @@ func (p *parser) create() (*statement, error) {
 func (p *parser) alter() (*statement, error) {
 	st := &statement{}
 	var err error
-	if st.project, st.table, err = p.tableName(); err != nil {
+	if st.project, st.schema, st.table, err = p.tableName(); err != nil {
 		return nil, err
 	}
 	switch {
+	case p.acceptWords("add", "if", "not", "exists", "partition"), p.acceptWords("add", "partition"):
+		st.kind = stmtAddPartition
+		st.ifNotExists = !strings.EqualFold(p.toks[p.pos-2].text, "add") // "… exists partition"
+		for {
+			kv, err := p.partitionSpec()
+			if err != nil {
+				return nil, err
+			}
+			st.partitions = append(st.partitions, kv)
+			if !p.acceptWords("partition") {
+				break
+			}
+		}
 	case p.acceptWords("add", "columns"):
 		st.kind = stmtAddColumns
 		if p.acceptWords("if", "not", "exists") {
@@ -482,8 +518,37 @@ func (p *parser) drop() (*statement, error) {
 		st.ifExists = true
 	}
 	var err error
-	st.project, st.table, err = p.tableName()
+	st.project, st.schema, st.table, err = p.tableName()
 	return st, err
+}
+
+// partitionSpec parses (`k`='v', k2=3, …) after the word partition.
+func (p *parser) partitionSpec() (map[string]string, error) {
+	if err := p.expectPunct("("); err != nil {
+		return nil, err
+	}
+	kv := map[string]string{}
+	for {
+		k, err := p.ident()
+		if err != nil {
+			return nil, err
+		}
+		if err := p.expectPunct("="); err != nil {
+			return nil, err
+		}
+		v, ok := p.peek()
+		if !ok || (v.kind != tokString && v.kind != tokNumber) {
+			return nil, p.errorf("expected a partition value")
+		}
+		p.pos++
+		kv[strings.ToLower(k)] = v.text
+		if p.isPunct(",") {
+			p.pos++
+			continue
+		}
+		break
+	}
+	return kv, p.expectPunct(")")
 }
 
 // widens reports whether changing a column from old to new type is a

@@ -16,14 +16,18 @@ import (
 
 type upsertSession struct {
 	id          string
+	schema      string
 	table       string
+	partition   string // canonical spec, "" for an unpartitioned table
 	status      string // normal | committing | committed | expired | aborted
 	cols        []columnDef
 	pk          []string
 	buckets     int
 	slots       []upsertSlot
 	staged      []stagedOp
-	expires     time.Time
+	expires     time.Time     // end of its lifecycle
+	idle        time.Duration // Options.UpsertIdleTimeout
+	lastAccess  time.Time
 	committedAt time.Time
 	commits     int
 	ttl         time.Duration
@@ -40,23 +44,37 @@ type stagedOp struct {
 	row []any
 }
 
-// statusNow reports the status, moving committing to committed once the
-// first poll after commit has happened (the commit is asynchronous).
+// statusNow reports the status, expiring an open session whose lifecycle
+// ended or that was idle (no request) longer than its idle timeout.
 func (s *upsertSession) statusNow() string {
-	if s.status == "normal" && !s.expires.IsZero() && time.Now().After(s.expires) {
+	now := time.Now()
+	if s.status == "normal" && ((!s.expires.IsZero() && now.After(s.expires)) ||
+		(s.idle > 0 && !s.lastAccess.IsZero() && now.Sub(s.lastAccess) > s.idle)) {
 		s.status, s.staged = "expired", nil
 	}
 	return s.status
 }
 
 type uploadSession struct {
-	id      string
-	table   string
-	status  string // normal | closed | expired
-	cols    []columnDef
-	blocks  map[int][][]any
-	created time.Time
-	commits int
+	id        string
+	schema    string
+	table     string
+	partition string // canonical spec, "" for an unpartitioned table
+	status    string // normal | closed | expired
+	cols      []columnDef
+	blocks    map[int][][]any
+	created   time.Time
+	expires   time.Time // 24 lifecycle hours after creation
+	commits   int
+}
+
+// statusNow reports the status, expiring an open session past its
+// lifetime (its blocks are dropped).
+func (s *uploadSession) statusNow() string {
+	if s.status == "normal" && !s.expires.IsZero() && time.Now().After(s.expires) {
+		s.status, s.blocks = "expired", map[int][][]any{}
+	}
+	return s.status
 }
 
 func (s *uploadSession) blockIDs() []int {
@@ -68,7 +86,7 @@ func (s *uploadSession) blockIDs() []int {
 	return ids
 }
 
-func (e *Emulator) serveTunnel(w http.ResponseWriter, r *http.Request, rest []string) *httpError {
+func (e *Emulator) serveTunnel(w http.ResponseWriter, r *http.Request, rest []string, schema string) *httpError {
 	if len(rest) < 2 || rest[0] != "tables" {
 		return errf(http.StatusNotFound, "NoSuchObject", "unknown tunnel resource %s", r.URL.Path)
 	}
@@ -77,16 +95,35 @@ func (e *Emulator) serveTunnel(w http.ResponseWriter, r *http.Request, rest []st
 	}
 	tableName := rest[1]
 	q := r.URL.Query()
-	if q.Get("partition") != "" {
-		return errf(http.StatusBadRequest, "InvalidPartitionSpec", "the emulator has no partitioned tables")
-	}
 	switch {
 	case len(rest) == 3 && rest[2] == "upserts":
-		return e.serveUpserts(w, r, tableName, q)
+		return e.serveUpserts(w, r, schema, tableName, q)
 	case len(rest) == 2:
-		return e.serveUploads(w, r, tableName, q)
+		return e.serveUploads(w, r, schema, tableName, q)
 	}
 	return errf(http.StatusNotFound, "NoSuchObject", "unknown tunnel resource %s", r.URL.Path)
+}
+
+// sessionMatches checks that a request names the session's table and
+// partition (both SDKs send the partition with every session request).
+func sessionMatches(t *table, schema, tableName, partition string, q url.Values) bool {
+	if !strings.EqualFold(t.name, tableName) || !strings.EqualFold(t.schema, schema) {
+		return false
+	}
+	if raw := q.Get("partition"); raw != "" || partition != "" {
+		spec, _, err := t.parsePartitionParam(raw)
+		return err == nil && spec == partition
+	}
+	return true
+}
+
+func partitionKeysJSON(t *table) []map[string]any {
+	out := []map[string]any{}
+	for i, c := range t.partCols {
+		out = append(out, map[string]any{"column_id": strconv.Itoa(len(t.cols) + i), "name": c.Name, "type": lower(c.Type),
+			"nullable": true, "comment": c.Comment})
+	}
+	return out
 }
 
 func tunnelColumns(cols []columnDef) []map[string]any {
@@ -100,13 +137,28 @@ func tunnelColumns(cols []columnDef) []map[string]any {
 
 // ---- upload sessions (plain tables) ----
 
-func (e *Emulator) serveUploads(w http.ResponseWriter, r *http.Request, tableName string, q url.Values) *httpError {
+// uploadLocked finds the upload session a request names; it must be for the
+// request's table and partition.
+func (e *Emulator) uploadLocked(schema, tableName string, q url.Values) (*uploadSession, *httpError) {
+	id := q.Get("uploadid")
+	s, ok := e.uploads[id]
+	if !ok {
+		return nil, errf(http.StatusNotFound, "NoSuchUpload", "upload session %s does not exist", id)
+	}
+	t, ok := e.tableLocked(schema, tableName)
+	if !ok || !strings.EqualFold(t.schema, s.schema) || !sessionMatches(t, s.schema, s.table, s.partition, q) {
+		return nil, errf(http.StatusNotFound, "NoSuchUpload", "upload session %s does not exist for table %s and partition %q", id, tableName, q.Get("partition"))
+	}
+	return s, nil
+}
+
+func (e *Emulator) serveUploads(w http.ResponseWriter, r *http.Request, schema, tableName string, q url.Values) *httpError {
 	switch {
 	case r.Method == http.MethodPost && hasParam(q, "uploads"):
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.requests["POST uploads"]++
-		t, ok := e.tables[strings.ToLower(tableName)]
+		t, ok := e.tableLocked(schema, tableName)
 		if !ok {
 			return errf(http.StatusNotFound, "NoSuchTable", "table %s does not exist", tableName)
 		}
@@ -116,33 +168,40 @@ func (e *Emulator) serveUploads(w http.ResponseWriter, r *http.Request, tableNam
 		if q.Get("overwrite") == "true" {
 			return errf(http.StatusBadRequest, "InvalidOperation", "overwrite is not supported by the emulator")
 		}
-		s := &uploadSession{id: e.newID("U"), table: t.name, status: "normal", cols: append([]columnDef(nil), t.cols...),
-			blocks: map[int][][]any{}, created: time.Now()}
+		spec, he := t.tunnelPartition(q.Get("partition"), q.Get("create_partition") == "true")
+		if he != nil {
+			return he
+		}
+		now := time.Now()
+		s := &uploadSession{id: e.newID("U"), schema: t.schema, table: t.name, partition: spec, status: "normal",
+			cols: append([]columnDef(nil), t.cols...), blocks: map[int][][]any{}, created: now,
+			expires: now.Add(24 * e.opts.LifecycleHour)}
 		e.uploads[s.id] = s
-		e.writeUploadJSON(w, s)
+		e.writeUploadJSON(w, t, s)
 		return nil
 	case r.Method == http.MethodGet && q.Get("uploadid") != "":
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.requests["GET uploads"]++
-		s, ok := e.uploads[q.Get("uploadid")]
-		if !ok || !strings.EqualFold(s.table, tableName) {
-			return errf(http.StatusNotFound, "NoSuchUpload", "upload session %s does not exist", q.Get("uploadid"))
+		s, he := e.uploadLocked(schema, tableName, q)
+		if he != nil {
+			return he
 		}
-		e.writeUploadJSON(w, s)
+		t, _ := e.tableLocked(schema, tableName)
+		e.writeUploadJSON(w, t, s)
 		return nil
 	case r.Method == http.MethodPut && q.Get("uploadid") != "":
-		return e.putBlock(w, r, tableName, q)
+		return e.putBlock(w, r, schema, tableName, q)
 	case r.Method == http.MethodPost && q.Get("uploadid") != "":
 		e.mu.Lock()
 		e.requests["POST uploads commit"]++
-		s, ok := e.uploads[q.Get("uploadid")]
-		if !ok || !strings.EqualFold(s.table, tableName) {
+		s, he := e.uploadLocked(schema, tableName, q)
+		if he != nil {
 			e.mu.Unlock()
-			return errf(http.StatusNotFound, "NoSuchUpload", "upload session %s does not exist", q.Get("uploadid"))
+			return he
 		}
 		s.commits++
-		switch s.status {
+		switch st := s.statusNow(); st {
 		case "closed": // repeated commit of a committed session: no-op
 			e.mu.Unlock()
 			w.WriteHeader(http.StatusOK)
@@ -150,15 +209,16 @@ func (e *Emulator) serveUploads(w http.ResponseWriter, r *http.Request, tableNam
 		case "normal":
 		default:
 			e.mu.Unlock()
-			return errf(http.StatusBadRequest, "InvalidStatusChange", "upload session %s is %s and cannot be committed", s.id, s.status)
+			return errf(http.StatusBadRequest, "InvalidStatusChange", "upload session %s is %s and cannot be committed", s.id, st)
 		}
-		t, ok := e.tables[strings.ToLower(tableName)]
+		t, _ := e.tableLocked(schema, tableName)
+		p, ok := t.parts[s.partition]
 		if !ok {
 			e.mu.Unlock()
-			return errf(http.StatusNotFound, "NoSuchTable", "table %s does not exist", tableName)
+			return errf(http.StatusNotFound, "NoSuchPartition", "partition %s of table %s does not exist", s.partition, tableName)
 		}
 		for _, id := range s.blockIDs() {
-			t.rows = append(t.rows, s.blocks[id]...)
+			p.rows = append(p.rows, s.blocks[id]...)
 		}
 		s.status = "closed"
 		drop := e.takeDropLocked()
@@ -173,16 +233,16 @@ func (e *Emulator) serveUploads(w http.ResponseWriter, r *http.Request, tableNam
 	return errf(http.StatusBadRequest, "InvalidParameter", "%s %s is not an upload session request", r.Method, r.URL.String())
 }
 
-func (e *Emulator) writeUploadJSON(w http.ResponseWriter, s *uploadSession) {
+func (e *Emulator) writeUploadJSON(w http.ResponseWriter, t *table, s *uploadSession) {
 	blocks := []map[string]any{}
 	for _, id := range s.blockIDs() {
 		blocks = append(blocks, map[string]any{"BlockID": id, "CreateTime": s.created.Unix(), "Date": "",
 			"FileName": fmt.Sprintf("%s_%d", s.id, id), "RecordCount": len(s.blocks[id]), "Version": 1})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"UploadID": s.id, "Status": s.status, "Owner": "ALIYUN$emulator", "Initiated": s.created.UTC().Format(time.RFC1123),
+		"UploadID": s.id, "Status": s.statusNow(), "Owner": "ALIYUN$emulator", "Initiated": s.created.UTC().Format(time.RFC1123),
 		"IsOverwrite": false, "MaxFieldSize": 8388608, "QuotaName": "",
-		"Schema":            map[string]any{"IsVirtualView": false, "columns": tunnelColumns(s.cols), "partitionKeys": []any{}},
+		"Schema":            map[string]any{"IsVirtualView": false, "columns": tunnelColumns(s.cols), "partitionKeys": partitionKeysJSON(t)},
 		"UploadedBlockList": blocks,
 	})
 }
@@ -224,21 +284,21 @@ func faultError(status int) *httpError {
 	return errf(status, "InternalServerError", "injected: server error %d", status)
 }
 
-func (e *Emulator) putBlock(w http.ResponseWriter, r *http.Request, tableName string, q url.Values) *httpError {
+func (e *Emulator) putBlock(w http.ResponseWriter, r *http.Request, schema, tableName string, q url.Values) *httpError {
 	e.mu.Lock()
 	e.requests["PUT uploads"]++
 	if st := e.putFaultLocked(); st != 0 {
 		e.mu.Unlock()
 		return faultError(st)
 	}
-	s, ok := e.uploads[q.Get("uploadid")]
-	if !ok || !strings.EqualFold(s.table, tableName) {
+	s, he := e.uploadLocked(schema, tableName, q)
+	if he != nil {
 		e.mu.Unlock()
-		return errf(http.StatusNotFound, "NoSuchUpload", "upload session %s does not exist", q.Get("uploadid"))
+		return he
 	}
-	if s.status != "normal" {
+	if st := s.statusNow(); st != "normal" {
 		e.mu.Unlock()
-		return errf(http.StatusBadRequest, "InvalidStatusChange", "upload session %s is %s", s.id, s.status)
+		return errf(http.StatusBadRequest, "InvalidStatusChange", "upload session %s is %s", s.id, st)
 	}
 	cols := s.cols
 	e.mu.Unlock()
@@ -263,8 +323,8 @@ func (e *Emulator) putBlock(w http.ResponseWriter, r *http.Request, tableName st
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if s.status != "normal" {
-		return errf(http.StatusBadRequest, "InvalidStatusChange", "upload session %s is %s", s.id, s.status)
+	if st := s.statusNow(); st != "normal" {
+		return errf(http.StatusBadRequest, "InvalidStatusChange", "upload session %s is %s", s.id, st)
 	}
 	s.blocks[blockID] = rows // the same block id overwrites
 	w.WriteHeader(http.StatusOK)
@@ -274,42 +334,63 @@ func (e *Emulator) putBlock(w http.ResponseWriter, r *http.Request, tableName st
 // ---- upsert sessions (Delta tables) ----
 
 func (e *Emulator) sessionJSON(s *upsertSession) map[string]any {
+	pkeys := []map[string]any{}
+	if t, ok := e.tableLocked(s.schema, s.table); ok {
+		pkeys = partitionKeysJSON(t)
+	}
 	slots := make([]map[string]any, len(s.slots))
 	for i, sl := range s.slots {
 		slots[i] = map[string]any{"slot_id": sl.id, "buckets": sl.buckets, "worker_addr": sl.worker}
 	}
 	return map[string]any{
 		"id": s.id, "status": s.statusNow(),
-		"schema":   map[string]any{"columns": tunnelColumns(s.cols), "partitionKeys": []any{}},
+		"schema":   map[string]any{"columns": tunnelColumns(s.cols), "partitionKeys": pkeys},
 		"hash_key": s.pk, "hasher": "default", "slots": slots, "quota_name": "", "enable_partial_update": false,
 	}
 }
 
-func (e *Emulator) lookupUpsertLocked(tableName, id string) (*upsertSession, *httpError) {
+// lookupUpsertLocked finds the upsert session a request names (for its
+// table and partition) and counts the request as activity: an open session
+// is kept from its idle timeout by any request, as the Java SDK's 30 s
+// reload does.
+func (e *Emulator) lookupUpsertLocked(schema, tableName string, q url.Values) (*upsertSession, *httpError) {
+	id := q.Get("upsertid")
 	s, ok := e.upserts[id]
-	if !ok || !strings.EqualFold(s.table, tableName) {
+	if !ok {
 		return nil, errf(http.StatusNotFound, "UpsertSessionNotFound", "upsert session %s does not exist", id)
+	}
+	t, ok := e.tableLocked(schema, tableName)
+	if !ok || !sessionMatches(t, s.schema, s.table, s.partition, q) {
+		return nil, errf(http.StatusNotFound, "UpsertSessionNotFound", "upsert session %s does not exist for table %s and partition %q", id, tableName, q.Get("partition"))
 	}
 	if !s.committedAt.IsZero() && time.Since(s.committedAt) > s.ttl {
 		delete(e.upserts, id)
 		return nil, errf(http.StatusNotFound, "UpsertSessionNotFound", "upsert session %s does not exist", id)
 	}
+	if s.statusNow() == "normal" {
+		s.lastAccess = time.Now()
+	}
 	return s, nil
 }
 
-func (e *Emulator) serveUpserts(w http.ResponseWriter, r *http.Request, tableName string, q url.Values) *httpError {
+func (e *Emulator) serveUpserts(w http.ResponseWriter, r *http.Request, schema, tableName string, q url.Values) *httpError {
 	id := q.Get("upsertid")
 	switch {
 	case r.Method == http.MethodPost && id == "":
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.requests["POST upserts"]++
-		t, ok := e.tables[strings.ToLower(tableName)]
+		t, ok := e.tableLocked(schema, tableName)
 		if !ok {
 			return errf(http.StatusNotFound, "NoSuchTable", "table %s does not exist", tableName)
 		}
 		if !t.transactional || len(t.pk) == 0 {
 			return errf(http.StatusBadRequest, "InvalidOperation", "table %s is not a transactional table with a primary key", tableName)
+		}
+		// upsert sessions have no create_partition: the partition must exist
+		spec, he := t.tunnelPartition(q.Get("partition"), false)
+		if he != nil {
+			return he
 		}
 		slotNum := 1
 		if v := q.Get("slotnum"); v != "" {
@@ -319,16 +400,18 @@ func (e *Emulator) serveUpserts(w http.ResponseWriter, r *http.Request, tableNam
 			}
 			slotNum = min(n, t.buckets)
 		}
-		life := 24 * time.Hour
+		life := 24 * e.opts.LifecycleHour
 		if v := q.Get("lifecycle"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 24 {
 				return errf(http.StatusBadRequest, "InvalidParameter", "lifecycle %q must be 1..24 hours", v)
 			}
-			life = time.Duration(n) * time.Hour
+			life = time.Duration(n) * e.opts.LifecycleHour
 		}
-		s := &upsertSession{id: e.newID("S"), table: t.name, status: "normal", cols: append([]columnDef(nil), t.cols...),
-			pk: append([]string(nil), t.pk...), buckets: t.buckets, expires: time.Now().Add(life), ttl: e.opts.CommittedTTL}
+		now := time.Now()
+		s := &upsertSession{id: e.newID("S"), schema: t.schema, table: t.name, partition: spec, status: "normal",
+			cols: append([]columnDef(nil), t.cols...), pk: append([]string(nil), t.pk...), buckets: t.buckets,
+			expires: now.Add(life), idle: e.opts.UpsertIdleTimeout, lastAccess: now, ttl: e.opts.CommittedTTL}
 		for i := range slotNum {
 			s.slots = append(s.slots, upsertSlot{id: strconv.Itoa(i), worker: fmt.Sprintf("127.0.0.1:%d", 20000+i)})
 		}
@@ -342,7 +425,7 @@ func (e *Emulator) serveUpserts(w http.ResponseWriter, r *http.Request, tableNam
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.requests["GET upserts"]++
-		s, he := e.lookupUpsertLocked(tableName, id)
+		s, he := e.lookupUpsertLocked(schema, tableName, q)
 		if he != nil {
 			return he
 		}
@@ -353,11 +436,11 @@ func (e *Emulator) serveUpserts(w http.ResponseWriter, r *http.Request, tableNam
 		writeJSON(w, http.StatusOK, body)
 		return nil
 	case r.Method == http.MethodPut && id != "":
-		return e.putUpsert(w, r, tableName, q)
+		return e.putUpsert(w, r, schema, tableName, q)
 	case r.Method == http.MethodPost && id != "":
 		e.mu.Lock()
 		e.requests["POST upserts commit"]++
-		s, he := e.lookupUpsertLocked(tableName, id)
+		s, he := e.lookupUpsertLocked(schema, tableName, q)
 		if he != nil {
 			e.mu.Unlock()
 			return he
@@ -365,12 +448,12 @@ func (e *Emulator) serveUpserts(w http.ResponseWriter, r *http.Request, tableNam
 		s.commits++
 		switch s.statusNow() {
 		case "normal":
-			t, ok := e.tables[strings.ToLower(tableName)]
-			if !ok {
+			t, ok := e.tableLocked(schema, tableName)
+			if !ok || t.parts[s.partition] == nil {
 				e.mu.Unlock()
-				return errf(http.StatusNotFound, "NoSuchTable", "table %s does not exist", tableName)
+				return errf(http.StatusNotFound, "NoSuchTable", "table %s (partition %q) does not exist", tableName, s.partition)
 			}
-			t.applyUpserts(s.staged)
+			t.applyUpserts(t.parts[s.partition], s.staged)
 			s.staged = nil
 			s.status = "committing"
 			s.committedAt = time.Now()
@@ -395,7 +478,7 @@ func (e *Emulator) serveUpserts(w http.ResponseWriter, r *http.Request, tableNam
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.requests["DELETE upserts"]++
-		s, he := e.lookupUpsertLocked(tableName, id)
+		s, he := e.lookupUpsertLocked(schema, tableName, q)
 		if he != nil {
 			return he
 		}
@@ -411,12 +494,12 @@ func (e *Emulator) serveUpserts(w http.ResponseWriter, r *http.Request, tableNam
 	return errf(http.StatusBadRequest, "InvalidParameter", "%s %s is not an upsert session request", r.Method, r.URL.String())
 }
 
-func (e *Emulator) putUpsert(w http.ResponseWriter, r *http.Request, tableName string, q url.Values) *httpError {
+func (e *Emulator) putUpsert(w http.ResponseWriter, r *http.Request, schema, tableName string, q url.Values) *httpError {
 	id := q.Get("upsertid")
 	e.mu.Lock()
 	e.requests["PUT upserts"]++
 	fault := e.putFaultLocked()
-	s, he := e.lookupUpsertLocked(tableName, id)
+	s, he := e.lookupUpsertLocked(schema, tableName, q)
 	if he != nil {
 		e.mu.Unlock()
 		return he
@@ -553,9 +636,9 @@ func (t *table) keyOf(row []any) string {
 // applyUpserts applies staged operations in arrival order: upsert replaces
 // the row with the same key (or appends), delete removes it. Rows keep
 // their insertion order.
-func (t *table) applyUpserts(ops []stagedOp) {
-	at := make(map[string]int, len(t.rows))
-	for i, r := range t.rows {
+func (t *table) applyUpserts(p *partData, ops []stagedOp) {
+	at := make(map[string]int, len(p.rows))
+	for i, r := range p.rows {
 		at[t.keyOf(r)] = i
 	}
 	deleted := false
@@ -564,23 +647,23 @@ func (t *table) applyUpserts(ops []stagedOp) {
 		i, ok := at[key]
 		switch {
 		case op.op == 'D' && ok:
-			t.rows[i] = nil
+			p.rows[i] = nil
 			delete(at, key)
 			deleted = true
 		case op.op == 'U' && ok:
-			t.rows[i] = op.row
+			p.rows[i] = op.row
 		case op.op == 'U':
-			at[key] = len(t.rows)
-			t.rows = append(t.rows, op.row)
+			at[key] = len(p.rows)
+			p.rows = append(p.rows, op.row)
 		}
 	}
 	if deleted {
-		kept := t.rows[:0]
-		for _, r := range t.rows {
+		kept := p.rows[:0]
+		for _, r := range p.rows {
 			if r != nil {
 				kept = append(kept, r)
 			}
 		}
-		t.rows = kept
+		p.rows = kept
 	}
 }
