@@ -136,14 +136,14 @@ func (m *monitor) setPhase(p string) {
 func (m *monitor) setFailed(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.phase, m.lastErr = phaseFailed, err.Error()
+	m.phase, m.lastErr = phaseFailed, errText(err)
 }
 
 func (m *monitor) noteRestart(err error) {
 	m.restarts.Inc()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.lastErr = err.Error()
+	m.lastErr = errText(err)
 }
 
 func (m *monitor) setSource(s *merge.Source) {
