@@ -13,6 +13,7 @@ import (
 	mysqlclient "github.com/go-mysql-org/go-mysql/client"
 
 	"github.com/shardsync/shardsync/change"
+	"github.com/shardsync/shardsync/twopc"
 )
 
 // tableInfo is what the FE's _schema action says about a table.
@@ -46,7 +47,11 @@ func (c *client) describe(ctx context.Context, id change.TableID) (tableInfo, er
 		return tableInfo{}, fmt.Errorf("reading the schema of doris table %s: %w", id, err)
 	}
 	if a.status != http.StatusOK {
-		return tableInfo{}, fmt.Errorf("reading the schema of doris table %s: %s", id, Classify(OpCommit, a.status, a.body))
+		v := Classify(OpCommit, a.status, a.body)
+		if v.Class == ClassRetryable {
+			return tableInfo{}, fmt.Errorf("reading the schema of doris table %s: %s: %w", id, v, twopc.ErrUnavailable)
+		}
+		return tableInfo{}, fmt.Errorf("reading the schema of doris table %s: %s", id, v)
 	}
 	var r schemaReply
 	if err := json.Unmarshal(a.body, &r); err != nil {

@@ -245,7 +245,7 @@ var pipelineKeys = []pipelineKey{
 	ignoredKey(secDoris, "sink.buffer-flush.interval", "epochs are cut by pipeline.checkpoint-interval; ignored"),
 	ignoredKey(secDoris, "sink.buffer-size", whyFlinkTuning),
 	ignoredKey(secDoris, "sink.buffer-count", whyFlinkTuning),
-	ignoredKey(secDoris, "sink.max-retries", "shardsync retries with its own policy and restarts from its ledger; ignored"),
+	flagKey(secDoris, "sink.max-retries", "doris-retries", "retries of one Doris request after a network error or a 5xx; longer outages are waited out (pipeline.max-outage)"),
 	ignoredKey(secDoris, "sink.check-interval", whyFlinkTuning),
 	ignoredKey(secDoris, "sink.use-cache", whyFlinkTuning),
 	ignoredKey(secDoris, "sink.ignore.update-before", "shardsync writes update after-images as upserts; ignored"),
@@ -306,6 +306,15 @@ var pipelineKeys = []pipelineKey{
 	ignoredKey(secPipe, "operator.uid.prefix", whyFlinkTuning),
 	flagKey(secPipe, "checkpoint-interval", "checkpoint-interval", "how often an epoch is committed (shardsync key), e.g. 30s"),
 	flagKey(secPipe, "max-epoch-rows", "max-epoch-rows", "close an epoch early once it holds this many rows (shardsync key)"),
+	flagKey(secPipe, "max-outage", "max-outage", "exit when the source or a sink stays unreachable this long, e.g. 30m; 0 (default): wait out outages however long (shardsync key)"),
+	customKey(secPipe, "restart-strategy.type", "", "exponential-delay (Flink's name for what shardsync does): unreachable sources and sinks are retried with a doubling, capped wait", func(_ *fileState, _, v string) error {
+		if v != "exponential-delay" && v != "exponential" {
+			return fmt.Errorf("restart-strategy.type %q is not supported: shardsync retries with exponential delay (restart-strategy.exponential-delay.*); bound outages with pipeline.max-outage", v)
+		}
+		return nil
+	}),
+	flagKey(secPipe, "restart-strategy.exponential-delay.initial-backoff", "restart-initial-backoff", "first wait before retrying an unreachable source or sink (Flink's option; Go duration, e.g. 1s)"),
+	flagKey(secPipe, "restart-strategy.exponential-delay.max-backoff", "restart-max-backoff", "longest wait between retries (Flink's option; Go duration, e.g. 30s)"),
 	flagKey(secPipe, "memory-limit", "memory-limit", "soft limit of the Go memory, e.g. 128MiB; 0: none (shardsync key)"),
 	flagKey(secPipe, "ledger", "ledger", "ledger file (shardsync key)"),
 	flagKey(secPipe, "database-column", "database-column", "name of the source-database metadata column (shardsync key)"),
