@@ -67,19 +67,18 @@ func newEncoder(s change.Schema, keep func(string) bool, keyCols []string, sign 
 	return e, nil
 }
 
-// appendRow appends the line(s) for r: an upsert of After, a delete of
-// Before, or for an Update whose key changed a delete of Before followed by
-// an upsert of After.
+// appendRow appends the line(s) for r. Into a Unique Key target: an upsert
+// of After, a delete of Before, or for an Update whose key changed a delete
+// of Before followed by an upsert of After. Into any other target (a
+// Duplicate Key table: an append log, as the MaxCompute append table): an
+// Insert or Update appends After, a Delete appends nothing.
 func (e *encoder) appendRow(dst []byte, r change.Row) ([]byte, error) {
 	var err error
 	switch r.Op {
 	case change.Insert:
 		return e.appendImage(dst, r.After, false)
 	case change.Update:
-		if len(e.keyIx) > 0 && e.keyChanged(r.Before, r.After) {
-			if !e.sign {
-				return dst, fmt.Errorf("update changes the key of a row, which needs a delete, and the target is not a Unique Key table")
-			}
+		if e.sign && len(e.keyIx) > 0 && e.keyChanged(r.Before, r.After) {
 			if dst, err = e.appendImage(dst, r.Before, true); err != nil {
 				return dst, err
 			}
@@ -87,7 +86,7 @@ func (e *encoder) appendRow(dst []byte, r change.Row) ([]byte, error) {
 		return e.appendImage(dst, r.After, false)
 	case change.Delete:
 		if !e.sign {
-			return dst, fmt.Errorf("delete needs a Unique Key target (__DORIS_DELETE_SIGN__); the target is not one")
+			return dst, nil // an append log keeps deleted rows
 		}
 		return e.appendImage(dst, r.Before, true)
 	}

@@ -86,7 +86,8 @@ func (c *client) describe(ctx context.Context, id change.TableID) (tableInfo, er
 
 // ApplySchema makes the target fit ts. A missing target is created over the
 // MySQL port (Unique Key on the metadata columns and the source key; see
-// CreateTableSQL for the type mapping). An existing target is used as it
+// CreateTableSQL for the type mapping; a source without a primary key gets a
+// Duplicate Key table, see CreateDuplicateTableSQL). An existing target is used as it
 // is: source columns it lacks are not loaded (with a warning) unless ts
 // announces them as added, in which case they get ADD COLUMN; widened types
 // get MODIFY COLUMN. It warns when an existing target's key can make shards
@@ -103,7 +104,12 @@ func (s *Sink) ApplySchema(ctx context.Context, ts change.TableSchema) error {
 			return fmt.Errorf("doris target %s does not exist and no query address is configured to create it", id)
 		}
 		key := TableKey(ts.Schema, s.cfg.DatabaseColumn, s.cfg.TableColumn)
-		ddl, err := CreateTableSQL(id, ts.Schema, key, s.cfg.Buckets, s.cfg.Replication, s.cfg.TableProperties)
+		create := CreateTableSQL
+		if len(ts.Schema.Key) == 0 {
+			// A keyless source: its rows have no identity to upsert by.
+			create = CreateDuplicateTableSQL
+		}
+		ddl, err := create(id, ts.Schema, key, s.cfg.Buckets, s.cfg.Replication, s.cfg.TableProperties)
 		if err != nil {
 			return err
 		}
@@ -166,10 +172,10 @@ func (s *Sink) useTarget(ts change.TableSchema, info tableInfo, log interface {
 }) error {
 	unique := info.keysType == "" || info.keysType == "UNIQUE_KEYS"
 	if !unique {
-		log.Warn("doris target is not a Unique Key table: updates of the key and deletes cannot be applied and fail the epoch",
+		log.Warn("doris target is not a Unique Key table: it is written as an append log; inserted and updated rows are appended (an update as a new row holding the after image) and deletes are ignored",
 			"keys_type", info.keysType)
 	}
-	if !slices.Contains(info.keys, s.cfg.DatabaseColumn) || !slices.Contains(info.keys, s.cfg.TableColumn) {
+	if unique && (!slices.Contains(info.keys, s.cfg.DatabaseColumn) || !slices.Contains(info.keys, s.cfg.TableColumn)) {
 		log.Warn("doris target key does not include the metadata columns: rows of different shards with the same key overwrite each other",
 			"key", strings.Join(info.keys, ","), "metadata", s.cfg.DatabaseColumn+","+s.cfg.TableColumn)
 	}
