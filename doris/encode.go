@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/shardsync/shardsync/change"
@@ -23,7 +24,8 @@ const DeleteSign = "__DORIS_DELETE_SIGN__"
 //	KindString/Enum/Set      JSON string; must be valid UTF-8 (4-byte too)
 //	KindBytes                JSON string of HEX(value), upper case
 //	KindDate/DateTime/
-//	KindTimestamp            JSON string, fraction kept; MySQL zero dates
+//	KindTimestamp            JSON string, fraction kept, in UTC or in
+//	                         Config.TimeZone (Flink's local-time-zone); MySQL zero dates
 //	                         ("0000-00-00", month or day 00) become null
 //	KindTime                 JSON string "[-]HH:MM:SS[.ffffff]"
 //	KindJSON                 JSON string holding the JSON text
@@ -37,6 +39,9 @@ type encoder struct {
 	keys  [][]byte        // `"name":` for each loaded column, escaped once
 	sign  bool            // add __DORIS_DELETE_SIGN__ (Unique Key target)
 	keyIx []int           // target key columns, for Update key changes
+	// loc is the zone TIMESTAMP values are written in (Config.TimeZone);
+	// nil: UTC, as the source gives them.
+	loc *time.Location
 }
 
 // newEncoder encodes rows of schema s; keep (nil: all) selects the columns
@@ -128,7 +133,11 @@ func (e *encoder) appendImage(dst []byte, img []change.Value, del bool) ([]byte,
 		}
 		dst = append(dst, e.keys[j]...)
 		var err error
-		if dst, err = appendValue(dst, e.cols[i].Type.Kind, img[i]); err != nil {
+		v := img[i]
+		if ts, ok := v.(change.Timestamp); ok && e.loc != nil {
+			v = inZone(ts, e.loc)
+		}
+		if dst, err = appendValue(dst, e.cols[i].Type.Kind, v); err != nil {
 			return dst[:start], fmt.Errorf("column %q: %w", e.cols[i].Name, err)
 		}
 	}
@@ -140,6 +149,21 @@ func (e *encoder) appendImage(dst []byte, img []change.Value, del bool) ([]byte,
 		}
 	}
 	return append(dst, '}', '\n'), nil
+}
+
+// inZone renders a TIMESTAMP (a UTC instant "YYYY-MM-DD hh:mm:ss[.f]") as
+// the wall clock of loc, fraction kept. Zero dates and text that is not a
+// timestamp are left as they are.
+func inZone(ts change.Timestamp, loc *time.Location) change.Timestamp {
+	s := string(ts)
+	if isZeroDate(s) || len(s) < len(time.DateTime) {
+		return ts
+	}
+	t, err := time.ParseInLocation(time.DateTime, s[:len(time.DateTime)], time.UTC)
+	if err != nil {
+		return ts
+	}
+	return change.Timestamp(t.In(loc).Format(time.DateTime) + s[len(time.DateTime):])
 }
 
 // appendValue appends the JSON form of v, a value of kind k.

@@ -194,6 +194,9 @@ func (s *Sink) useTarget(ts change.TableSchema, info tableInfo, log interface {
 		}
 	}
 	enc, err := newEncoder(ts.Schema, keep, keyCols, unique)
+	if err == nil {
+		enc.loc = s.cfg.TimeZone
+	}
 	if err != nil {
 		return fmt.Errorf("preparing rows for doris target %s: %w", ts.Target, err)
 	}

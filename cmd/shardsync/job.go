@@ -51,6 +51,7 @@ type jobOptions struct {
 	dorisFE, dorisBE, dorisUser, dorisPasswordFile, dorisQuery string
 	buckets, replication                                       int
 	dorisRetries                                               int
+	localTimeZone                                              string
 	dorisHeaders, dorisTableProps                              map[string]string
 
 	mcEndpoint, mcProject, mcTunnel, mcQuota, mcAccessID, mcKeyFile string
@@ -130,6 +131,7 @@ func (o *jobOptions) addSinkFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dorisQuery, "doris-query", "", "Doris FE MySQL-protocol host:port (9030) for creating and altering targets; without it the targets must exist")
 	fs.IntVar(&o.buckets, "doris-buckets", 10, "buckets of created Doris tables (0: BUCKETS AUTO)")
 	fs.IntVar(&o.replication, "doris-replication", 0, "replication_num of created Doris tables (0: cluster default)")
+	fs.StringVar(&o.localTimeZone, "local-time-zone", "", "zone in which source TIMESTAMP values are written into Doris DATETIME columns, as Flink CDC's pipeline local-time-zone (e.g. Asia/Shanghai, +08:00, UTC); default: UTC. MaxCompute TIMESTAMP stays an instant")
 	fs.IntVar(&o.dorisRetries, "doris-retries", 5, "retries of one Doris request (commit, abort, label state, BE lookup) after a network error or a 5xx; longer outages are waited out by the job (--max-outage)")
 	fs.StringToStringVar(&o.dorisHeaders, "doris-load-header", nil, "extra Stream Load header key=value (Flink CDC sink.properties.*), e.g. timeout=600")
 	fs.StringToStringVar(&o.dorisTableProps, "doris-table-property", nil, "extra PROPERTIES key=value of created Doris tables (Flink CDC table.create.properties.*)")
@@ -338,6 +340,9 @@ func dorisConfig(o jobOptions, prefix string) (doris.Config, error) {
 	dc.LabelPrefix = prefix
 	dc.Buckets, dc.Replication = o.buckets, o.replication
 	dc.Retries = o.dorisRetries
+	if dc.TimeZone, err = parseZone(o.localTimeZone); err != nil {
+		return dc, err
+	}
 	dc.Headers, dc.TableProperties = o.dorisHeaders, o.dorisTableProps
 	if o.dbColumn != "" {
 		dc.DatabaseColumn = o.dbColumn
@@ -712,4 +717,40 @@ func parseMemoryLimit(v string) (int64, error) {
 		return 0, usagef("--memory-limit %q: give a size such as 128MiB or 1GiB, or 0 for no limit", v)
 	}
 	return n << shift, nil
+}
+
+// parseZone reads --local-time-zone: an IANA zone name (Asia/Shanghai,
+// UTC) or a fixed offset (+08:00, GMT+08:00, UTC-5); "" is nil (UTC).
+func parseZone(v string) (*time.Location, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil, nil
+	}
+	off := v
+	for _, p := range []string{"GMT", "UTC"} {
+		if rest, ok := strings.CutPrefix(strings.ToUpper(off), p); ok && rest != "" {
+			off = rest
+		}
+	}
+	if off != "" && (off[0] == '+' || off[0] == '-') {
+		h, m, _ := strings.Cut(off[1:], ":")
+		hh, err1 := strconv.Atoi(h)
+		mm := 0
+		var err2 error
+		if m != "" {
+			mm, err2 = strconv.Atoi(m)
+		}
+		if err1 == nil && err2 == nil && hh <= 14 && mm < 60 {
+			secs := hh*3600 + mm*60
+			if off[0] == '-' {
+				secs = -secs
+			}
+			return time.FixedZone(v, secs), nil
+		}
+	}
+	loc, err := time.LoadLocation(v)
+	if err != nil || strings.EqualFold(v, "local") {
+		return nil, usagef("--local-time-zone %q: give a zone name such as Asia/Shanghai or UTC, or an offset such as +08:00", v)
+	}
+	return loc, nil
 }

@@ -300,7 +300,7 @@ var pipelineKeys = []pipelineKey{
 		st.o.schemaChange = v
 		return checkSchemaChangeBehavior(v)
 	}),
-	ignoredKey(secPipe, "local-time-zone", "shardsync writes TIMESTAMP as UTC instants and DATETIME as wall clock; ignored"),
+	flagKey(secPipe, "local-time-zone", "local-time-zone", "zone in which TIMESTAMP values are written into Doris DATETIME columns, as Flink CDC does (e.g. Asia/Shanghai); without it UTC. DATETIME stays wall-clock text; MaxCompute TIMESTAMP stays an instant"),
 	ignoredKey(secPipe, "execution.runtime-mode", "shardsync always streams; ignored"),
 	ignoredKey(secPipe, "schema-operator.rpc-timeout", whyFlinkTuning),
 	ignoredKey(secPipe, "operator.uid.prefix", whyFlinkTuning),
