@@ -78,6 +78,9 @@ type jobOptions struct {
 
 	logFormat, logLevel string
 
+	// fileLines: flag name → line of the pipeline-file key that set it.
+	fileLines map[string]int
+
 	// Secrets given in a pipeline file (after ${ENV} substitution). They
 	// have no flag: argv is visible to every local user.
 	mysqlPassword, dorisPassword, mcAccessKey, mcStsToken string
@@ -219,54 +222,70 @@ func defaultPrefix(o jobOptions) string {
 }
 
 // prepare validates everything that can be checked without a network.
+// The error lists every problem found (a usage error).
 func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
+	j, problems := prepareAll(o, log, out)
+	if len(problems) > 0 {
+		return nil, usageError{errors.Join(problems...)}
+	}
+	return j, nil
+}
+
+// prepareAll checks everything, one check not stopping the next, and
+// returns the job as far as it could be built with every problem found
+// (`validate` lists them all).
+func prepareAll(o jobOptions, log *slog.Logger, out io.Writer) (*job, []error) {
 	j := &job{opts: o, log: log, out: out}
+	var problems []error
 	var err error
 	if j.pats, err = parsePatterns(o.sources, o.tables); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	if j.target, err = parseTarget(o.target); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	if j.rules, err = parseRouteRules(o.routes, o.routeSymbol); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	if err := checkSchemaChangeBehavior(o.schemaChange); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	if o.dbColumn == "" || o.tableColumn == "" || o.dbColumn == o.tableColumn {
-		return nil, usagef("--database-column %q and --table-column %q must be set and differ", o.dbColumn, o.tableColumn)
+		problems = append(problems, usagef("--database-column %q and --table-column %q must be set and differ", o.dbColumn, o.tableColumn))
 	}
 	switch o.progress {
 	case "", "auto", "always", "never":
 	default:
-		return nil, usagef("--progress %q: use auto, always or never", o.progress)
+		problems = append(problems, usagef("--progress %q: use auto, always or never", o.progress))
 	}
 	if o.httpAddr != "" {
 		if _, _, err := net.SplitHostPort(o.httpAddr); err != nil {
-			return nil, usagef("--http-addr %q must be host:port, e.g. 127.0.0.1:9464", o.httpAddr)
+			problems = append(problems, usagef("--http-addr %q must be host:port, e.g. 127.0.0.1:9464", o.httpAddr))
 		}
 	}
 	if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
-		return nil, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr)
+		problems = append(problems, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr))
 	}
 	if j.memLimit, err = parseMemoryLimit(o.memoryLimit); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	switch o.snapshotMode {
 	case merge.SnapshotAuto, merge.SnapshotConsistent, merge.SnapshotWatermark:
 	default:
-		return nil, usagef("--snapshot-mode %q: use auto, consistent or watermark", o.snapshotMode)
+		problems = append(problems, usagef("--snapshot-mode %q: use auto, consistent or watermark", o.snapshotMode))
 	}
 	if o.maxOutage < 0 || o.restartInitialBackoff <= 0 || o.restartMaxBackoff < o.restartInitialBackoff {
-		return nil, usagef("--max-outage %s, --restart-initial-backoff %s, --restart-max-backoff %s: the backoffs must be positive with the maximum at least the initial one, and --max-outage 0 (no limit) or positive",
-			o.maxOutage, o.restartInitialBackoff, o.restartMaxBackoff)
+		problems = append(problems, usagef("--max-outage %s, --restart-initial-backoff %s, --restart-max-backoff %s: the backoffs must be positive with the maximum at least the initial one, and --max-outage 0 (no limit) or positive",
+			o.maxOutage, o.restartInitialBackoff, o.restartMaxBackoff))
+	}
+	if _, err := parseZone(o.localTimeZone); err != nil {
+		problems = append(problems, err)
 	}
 	if o.serverID == 0 {
-		return nil, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas")
+		problems = append(problems, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas"))
 	}
 	if j.mysqlPW, err = secret(o.mysqlPasswordFile, o.mysqlPassword, envMySQLPassword, "MySQL"); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	j.prefix = o.labelPrefix
 	if j.prefix == "" {
@@ -277,7 +296,7 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 		j.ledger = j.prefix + ".ledger"
 	}
 	if j.dorisCfg, j.mcCfg, err = o.sinkConfigs(j.prefix); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	cc := twopc.DefaultConfig()
 	cc.CheckpointInterval = o.checkpointInterval
@@ -286,12 +305,12 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	// epoch, and an unreachable sink is waited out by the restart loop.
 	cc.Commit = commitRetry
 	if err := cc.Validate(); err != nil {
-		return nil, usageError{fmt.Errorf("%w (flags --checkpoint-interval, --max-epoch-rows)", err)}
+		problems = append(problems, usageError{fmt.Errorf("%w (flags --checkpoint-interval, --max-epoch-rows)", err)})
 	}
 	j.mon = newMonitor(j.displayName(), log)
 	cc.Observer = j.mon
 	j.coordCfg = cc
-	return j, nil
+	return j, problems
 }
 
 // sinkConfigs validates the --sink list and builds each named sink's
@@ -340,9 +359,7 @@ func dorisConfig(o jobOptions, prefix string) (doris.Config, error) {
 	dc.LabelPrefix = prefix
 	dc.Buckets, dc.Replication = o.buckets, o.replication
 	dc.Retries = o.dorisRetries
-	if dc.TimeZone, err = parseZone(o.localTimeZone); err != nil {
-		return dc, err
-	}
+	dc.TimeZone, _ = parseZone(o.localTimeZone) // checked by prepareAll
 	dc.Headers, dc.TableProperties = o.dorisHeaders, o.dorisTableProps
 	if o.dbColumn != "" {
 		dc.DatabaseColumn = o.dbColumn

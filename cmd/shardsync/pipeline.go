@@ -64,6 +64,18 @@ type fileState struct {
 	host     string
 	port     string
 	warnings []string
+	// problems are every error found; the file is read to its end so that
+	// `validate` lists them all.
+	problems []error
+	// lines: flag name → line of the key that set it (for messages)
+	lines map[string]int
+}
+
+// problem records an error of the file and goes on.
+func (st *fileState) problem(err error) {
+	if err != nil {
+		st.problems = append(st.problems, err)
+	}
 }
 
 func (st *fileState) warn(line int, format string, args ...any) {
@@ -394,26 +406,32 @@ func loadPipelineFile(path string, getenv func(string) (string, bool), cli *pfla
 	if err != nil {
 		return jobOptions{}, nil, usagef("reading the pipeline file: %v", err)
 	}
-	o, warns, err := parsePipeline(path, b, getenv)
-	if err != nil {
-		return jobOptions{}, warns, err
-	}
+	o, warns, perr := parsePipeline(path, b, getenv)
 	if cli != nil {
 		if err := overlayFlags(&o, cli); err != nil {
-			return jobOptions{}, warns, err
+			return o, warns, errors.Join(perr, err)
 		}
 	}
-	return o, warns, nil
+	return o, warns, perr
 }
 
-// parsePipeline applies a pipeline file's text to the flags' defaults.
+// parsePipeline applies a pipeline file's text to the flags' defaults. It
+// reads the whole file: the error lists every problem (each with its line),
+// and the options hold every key that was good.
 func parsePipeline(path string, text []byte, getenv func(string) (string, bool)) (jobOptions, []string, error) {
 	var o jobOptions
 	fs := pflag.NewFlagSet("pipeline", pflag.ContinueOnError)
 	o.addFlags(fs)
-	st := &fileState{o: &o, fs: fs, path: path}
-	fail := func(line int, format string, args ...any) error {
-		return usageError{fmt.Errorf("%s:%d: %s", path, line, fmt.Sprintf(format, args...))}
+	st := &fileState{o: &o, fs: fs, path: path, lines: map[string]int{}}
+	fail := func(line int, format string, args ...any) {
+		st.problem(usageError{fmt.Errorf("%s:%d: %s", path, line, fmt.Sprintf(format, args...))})
+	}
+	done := func() (jobOptions, []string, error) {
+		o.fileLines = st.lines
+		if len(st.problems) > 0 {
+			return o, st.warnings, usageError{errors.Join(st.problems...)}
+		}
+		return o, st.warnings, nil
 	}
 
 	var doc yaml.Node
@@ -425,7 +443,7 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return o, nil, fail(root.Line, "the file must be a mapping with source:, sink:, route: and pipeline:")
+		return o, nil, usagef("%s:%d: the file must be a mapping with source:, sink:, route: and pipeline:", path, root.Line)
 	}
 	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
@@ -433,63 +451,56 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 		switch k.Value {
 		case "source", "sink", "pipeline", "route":
 			if seen[k.Value] != nil {
-				return o, nil, fail(k.Line, "%s: appears twice", k.Value)
+				fail(k.Line, "%s: appears twice", k.Value)
+				continue
 			}
 			seen[k.Value] = v
 		case "transform":
-			return o, nil, fail(k.Line, "transform: is not supported: shardsync writes each row as it is, plus the database and table metadata columns; remove the transform rules")
+			fail(k.Line, "transform: is not supported: shardsync writes each row as it is, plus the database and table metadata columns; remove the transform rules")
 		default:
-			return o, nil, fail(k.Line, "unknown key %q at the top level; did you mean %q? (known: source, sink, route, pipeline)", k.Value, closest(k.Value, pipelineSections))
+			fail(k.Line, "unknown key %q at the top level; did you mean %q? (known: source, sink, route, pipeline)", k.Value, closest(k.Value, pipelineSections))
 		}
 	}
 	src, sink := seen["source"], seen["sink"]
 	if src == nil {
-		return o, nil, fail(root.Line, "source: is missing (type: mysql, hostname, port, username, tables, ...)")
+		fail(root.Line, "source: is missing (type: mysql, hostname, port, username, tables, ...)")
+	} else {
+		applySection(st, secSource, src, getenv)
 	}
 	if sink == nil {
-		return o, nil, fail(root.Line, "sink: is missing (type: doris or maxcompute, ...)")
-	}
-	if err := applySection(st, secSource, src, getenv); err != nil {
-		return o, st.warnings, err
-	}
-	sinkType, err := sectionType(sink, path)
-	if err != nil {
-		return o, st.warnings, err
-	}
-	switch sinkType {
-	case "doris":
-		_ = fs.Set("sink", "doris")
-		err = applySection(st, secDoris, sink, getenv)
-	case "maxcompute":
-		_ = fs.Set("sink", "maxcompute")
-		err = applySection(st, secMC, sink, getenv)
-	default:
-		return o, st.warnings, fail(sink.Line, "sink type %q is not supported: use doris or maxcompute", sinkType)
-	}
-	if err != nil {
-		return o, st.warnings, err
+		fail(root.Line, "sink: is missing (type: doris or maxcompute, ...)")
+	} else if sinkType, err := sectionType(sink, path); err != nil {
+		st.problem(err)
+	} else {
+		switch sinkType {
+		case "doris":
+			_ = fs.Set("sink", "doris")
+			applySection(st, secDoris, sink, getenv)
+		case "maxcompute":
+			_ = fs.Set("sink", "maxcompute")
+			applySection(st, secMC, sink, getenv)
+		default:
+			fail(sink.Line, "sink type %q is not supported: use doris or maxcompute", sinkType)
+		}
 	}
 	if p := seen["pipeline"]; p != nil {
-		if err := applySection(st, secPipe, p, getenv); err != nil {
-			return o, st.warnings, err
-		}
+		applySection(st, secPipe, p, getenv)
 	}
 	if r := seen["route"]; r != nil {
-		if err := applyRoutes(st, r, getenv); err != nil {
-			return o, st.warnings, err
-		}
+		applyRoutes(st, r, getenv)
 	}
 	if st.host != "" || st.port != "" {
 		host, port := st.host, st.port
 		if host == "" {
-			return o, st.warnings, fail(src.Line, "source: port is set but hostname is not")
+			fail(src.Line, "source: port is set but hostname is not")
+			return done()
 		}
 		if port == "" {
 			port = "3306"
 		}
 		_ = fs.Set("mysql", net.JoinHostPort(host, port))
 	}
-	return o, st.warnings, nil
+	return done()
 }
 
 // sectionType reads a section's type: key.
@@ -514,14 +525,13 @@ func flatten(prefix string, n *yaml.Node, path string, out *[]flatEntry) error {
 	if n.Kind != yaml.MappingNode {
 		return usagef("%s:%d: %s must be a mapping of key: value", path, n.Line, strings.TrimSuffix(prefix, "."))
 	}
+	var errs []error
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		key := prefix + k.Value
 		switch v.Kind {
 		case yaml.MappingNode:
-			if err := flatten(key+".", v, path, out); err != nil {
-				return err
-			}
+			errs = append(errs, flatten(key+".", v, path, out))
 		case yaml.ScalarNode:
 			val := v.Value
 			if v.Tag == "!!null" {
@@ -529,10 +539,10 @@ func flatten(prefix string, n *yaml.Node, path string, out *[]flatEntry) error {
 			}
 			*out = append(*out, flatEntry{key: key, val: val, line: k.Line})
 		default:
-			return usagef("%s:%d: %s must be a single value", path, k.Line, key)
+			errs = append(errs, usagef("%s:%d: %s must be a single value", path, k.Line, key))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func sectionKeys(section string) []pipelineKey {
@@ -569,21 +579,25 @@ func unknownKeyError(path string, line int, section, key string) error {
 	return usageError{fmt.Errorf("%s:%d: unknown key %q in %s; did you mean %q? (see docs/configuration.md)", path, line, key, where, closest(key, names))}
 }
 
-func applySection(st *fileState, section string, n *yaml.Node, getenv func(string) (string, bool)) error {
+// applySection applies every entry of a section, recording each problem.
+func applySection(st *fileState, section string, n *yaml.Node, getenv func(string) (string, bool)) {
 	var entries []flatEntry
 	top := strings.Fields(section)[0]
-	if err := flatten("", n, st.path, &entries); err != nil {
-		return err
-	}
+	st.problem(flatten("", n, st.path, &entries))
 	for _, e := range entries {
 		k, ok := lookupKey(section, e.key)
 		if !ok {
-			return unknownKeyError(st.path, e.line, section, e.key)
+			st.problem(unknownKeyError(st.path, e.line, section, e.key))
+			continue
+		}
+		if k.Flag != "" {
+			st.lines[k.Flag] = e.line
 		}
 		raw := e.val
 		val, err := expandEnv(raw, getenv)
 		if err != nil {
-			return usagef("%s:%d: %s.%s: %v", st.path, e.line, top, e.key, err)
+			st.problem(usagef("%s:%d: %s.%s: %v", st.path, e.line, top, e.key, err))
+			continue
 		}
 		if k.Secret && raw != "" && !envRef.MatchString(raw) {
 			st.warn(e.line, "%s.%s is written in the file in plain text; prefer ${ENV_VAR} (the value is not shown)", top, e.key)
@@ -593,13 +607,16 @@ func applySection(st *fileState, section string, n *yaml.Node, getenv func(strin
 			if k.Secret {
 				what = "(secret not shown)"
 			}
-			return usagef("%s:%d: %s.%s %s: %v", st.path, e.line, top, e.key, what, unwrapUsage(err))
+			st.problem(usagef("%s:%d: %s.%s %s: %v", st.path, e.line, top, e.key, what, unwrapUsage(err)))
+			if f := st.fs.Lookup(k.Flag); f != nil && k.Kind == keySetsFlag {
+				_ = f.Value.Set(f.DefValue) // the problem is named once, not again by the job's checks
+			}
+			continue
 		}
 		if k.Kind == keyIgnored {
 			st.warn(e.line, "%s.%s: %s", top, e.key, k.Doc)
 		}
 	}
-	return nil
 }
 
 func applyKey(st *fileState, k pipelineKey, key, val string) error {
@@ -625,24 +642,28 @@ func unwrapUsage(err error) error {
 	return err
 }
 
-func applyRoutes(st *fileState, n *yaml.Node, getenv func(string) (string, bool)) error {
+func applyRoutes(st *fileState, n *yaml.Node, getenv func(string) (string, bool)) {
 	if n.Kind != yaml.SequenceNode {
-		return usagef("%s:%d: route: must be a list of rules (- source-table: ..., sink-table: ...)", st.path, n.Line)
+		st.problem(usagef("%s:%d: route: must be a list of rules (- source-table: ..., sink-table: ...)", st.path, n.Line))
+		return
 	}
 	for _, item := range n.Content {
 		var entries []flatEntry
 		if err := flatten("route.", item, st.path, &entries); err != nil {
-			return err
+			st.problem(err)
+			continue
 		}
 		var r routeSpec
 		for _, e := range entries {
 			key := strings.TrimPrefix(e.key, "route.")
 			if _, ok := lookupKey(secRoute, key); !ok {
-				return unknownKeyError(st.path, e.line, secRoute, key)
+				st.problem(unknownKeyError(st.path, e.line, secRoute, key))
+				continue
 			}
 			val, err := expandEnv(e.val, getenv)
 			if err != nil {
-				return usagef("%s:%d: route.%s: %v", st.path, e.line, key, err)
+				st.problem(usagef("%s:%d: route.%s: %v", st.path, e.line, key, err))
+				continue
 			}
 			switch key {
 			case "source-table":
@@ -656,11 +677,12 @@ func applyRoutes(st *fileState, n *yaml.Node, getenv func(string) (string, bool)
 			}
 		}
 		if r.Source == "" || r.Sink == "" {
-			return usagef("%s:%d: a route needs source-table and sink-table", st.path, item.Line)
+			st.problem(usagef("%s:%d: a route needs source-table and sink-table", st.path, item.Line))
+			continue
 		}
+		st.lines["route"] = item.Line
 		st.o.routes = append(st.o.routes, r)
 	}
-	return nil
 }
 
 // mapFlag returns the map a map-valued flag is bound to.
