@@ -57,6 +57,11 @@ type Config struct {
 	DatabaseColumn string
 	TableColumn    string
 
+	// TimeZone is the zone in which source TIMESTAMP values (instants) are
+	// written into DATETIME columns, as Flink CDC's pipeline
+	// local-time-zone does; nil writes them in UTC.
+	TimeZone *time.Location
+
 	// Headers are extra Stream Load headers (Flink's sink.properties.*), e.g.
 	// "timeout" or "strict_mode". The headers this sink relies on (format,
 	// read_json_by_line, two_phase_commit, label, hidden_columns, Expect,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/shardsync/shardsync/change"
@@ -23,7 +24,8 @@ const DeleteSign = "__DORIS_DELETE_SIGN__"
 //	KindString/Enum/Set      JSON string; must be valid UTF-8 (4-byte too)
 //	KindBytes                JSON string of HEX(value), upper case
 //	KindDate/DateTime/
-//	KindTimestamp            JSON string, fraction kept; MySQL zero dates
+//	KindTimestamp            JSON string, fraction kept, in UTC or in
+//	                         Config.TimeZone (Flink's local-time-zone); MySQL zero dates
 //	                         ("0000-00-00", month or day 00) become null
 //	KindTime                 JSON string "[-]HH:MM:SS[.ffffff]"
 //	KindJSON                 JSON string holding the JSON text
@@ -40,6 +42,9 @@ type encoder struct {
 	// seqKey is `,"name":` of the sequence column shardsync fills, nil
 	// when it fills none.
 	seqKey []byte
+	// loc is the zone TIMESTAMP values are written in (Config.TimeZone);
+	// nil: UTC, as the source gives them.
+	loc *time.Location
 }
 
 // newEncoder encodes rows of schema s; keep (nil: all) selects the columns
@@ -70,9 +75,11 @@ func newEncoder(s change.Schema, keep func(string) bool, keyCols []string, sign 
 	return e, nil
 }
 
-// appendRow appends the line(s) for r: an upsert of After, a delete of
-// Before, or for an Update whose key changed a delete of Before followed by
-// an upsert of After.
+// appendRow appends the line(s) for r. Into a Unique Key target: an upsert
+// of After, a delete of Before, or for an Update whose key changed a delete
+// of Before followed by an upsert of After. Into any other target (a
+// Duplicate Key table: an append log, as the MaxCompute append table): an
+// Insert or Update appends After, a Delete appends nothing.
 // seq is the change's sequence value, written to the sequence column when
 // the encoder has one.
 func (e *encoder) appendRow(dst []byte, r change.Row, seq int64) ([]byte, error) {
@@ -81,10 +88,7 @@ func (e *encoder) appendRow(dst []byte, r change.Row, seq int64) ([]byte, error)
 	case change.Insert:
 		return e.appendImage(dst, r.After, false, seq)
 	case change.Update:
-		if len(e.keyIx) > 0 && e.keyChanged(r.Before, r.After) {
-			if !e.sign {
-				return dst, fmt.Errorf("update changes the key of a row, which needs a delete, and the target is not a Unique Key table")
-			}
+		if e.sign && len(e.keyIx) > 0 && e.keyChanged(r.Before, r.After) {
 			if dst, err = e.appendImage(dst, r.Before, true, seq); err != nil {
 				return dst, err
 			}
@@ -92,7 +96,7 @@ func (e *encoder) appendRow(dst []byte, r change.Row, seq int64) ([]byte, error)
 		return e.appendImage(dst, r.After, false, seq)
 	case change.Delete:
 		if !e.sign {
-			return dst, fmt.Errorf("delete needs a Unique Key target (__DORIS_DELETE_SIGN__); the target is not one")
+			return dst, nil // an append log keeps deleted rows
 		}
 		return e.appendImage(dst, r.Before, true, seq)
 	}
@@ -134,7 +138,11 @@ func (e *encoder) appendImage(dst []byte, img []change.Value, del bool, seq int6
 		}
 		dst = append(dst, e.keys[j]...)
 		var err error
-		if dst, err = appendValue(dst, e.cols[i].Type.Kind, img[i]); err != nil {
+		v := img[i]
+		if ts, ok := v.(change.Timestamp); ok && e.loc != nil {
+			v = inZone(ts, e.loc)
+		}
+		if dst, err = appendValue(dst, e.cols[i].Type.Kind, v); err != nil {
 			return dst[:start], fmt.Errorf("column %q: %w", e.cols[i].Name, err)
 		}
 	}
@@ -150,6 +158,21 @@ func (e *encoder) appendImage(dst []byte, img []change.Value, del bool, seq int6
 		}
 	}
 	return append(dst, '}', '\n'), nil
+}
+
+// inZone renders a TIMESTAMP (a UTC instant "YYYY-MM-DD hh:mm:ss[.f]") as
+// the wall clock of loc, fraction kept. Zero dates and text that is not a
+// timestamp are left as they are.
+func inZone(ts change.Timestamp, loc *time.Location) change.Timestamp {
+	s := string(ts)
+	if isZeroDate(s) || len(s) < len(time.DateTime) {
+		return ts
+	}
+	t, err := time.ParseInLocation(time.DateTime, s[:len(time.DateTime)], time.UTC)
+	if err != nil {
+		return ts
+	}
+	return change.Timestamp(t.In(loc).Format(time.DateTime) + s[len(time.DateTime):])
 }
 
 // appendValue appends the JSON form of v, a value of kind k.

@@ -15,6 +15,7 @@ import (
 	mysqlclient "github.com/go-mysql-org/go-mysql/client"
 
 	"github.com/shardsync/shardsync/change"
+	"github.com/shardsync/shardsync/twopc"
 )
 
 // tableInfo is what the FE's _schema action says about a table.
@@ -49,7 +50,11 @@ func (c *client) describe(ctx context.Context, id change.TableID) (tableInfo, er
 		return tableInfo{}, fmt.Errorf("reading the schema of doris table %s: %w", id, err)
 	}
 	if a.status != http.StatusOK {
-		return tableInfo{}, fmt.Errorf("reading the schema of doris table %s: %s", id, Classify(OpCommit, a.status, a.body))
+		v := Classify(OpCommit, a.status, a.body)
+		if v.Class == ClassRetryable {
+			return tableInfo{}, fmt.Errorf("reading the schema of doris table %s: %s: %w", id, v, twopc.ErrUnavailable)
+		}
+		return tableInfo{}, fmt.Errorf("reading the schema of doris table %s: %s", id, v)
 	}
 	var r schemaReply
 	if err := json.Unmarshal(a.body, &r); err != nil {
@@ -85,7 +90,8 @@ func (c *client) describe(ctx context.Context, id change.TableID) (tableInfo, er
 
 // ApplySchema makes the target fit ts. A missing target is created over the
 // MySQL port (Unique Key on the metadata columns and the source key; see
-// CreateTableSQL for the type mapping). An existing target is used as it
+// CreateTableSQL for the type mapping; a source without a primary key gets a
+// Duplicate Key table, see CreateDuplicateTableSQL). An existing target is used as it
 // is: source columns it lacks are not loaded (with a warning) unless ts
 // announces them as added, in which case they get ADD COLUMN; widened types
 // get MODIFY COLUMN. It warns when an existing target's key can make shards
@@ -114,7 +120,14 @@ func (s *Sink) ApplySchema(ctx context.Context, ts change.TableSchema) error {
 			}
 			props[seqColProperty] = seq
 		}
-		ddl, err := CreateTableSQL(id, schema, key, s.cfg.Buckets, s.cfg.Replication, props)
+		create := CreateTableSQL
+		if len(ts.Schema.Key) == 0 {
+			// A keyless source: its rows have no identity to upsert by, and
+			// a Duplicate Key table takes no sequence column.
+			create = CreateDuplicateTableSQL
+			schema, props = ts.Schema, s.cfg.TableProperties
+		}
+		ddl, err := create(id, schema, key, s.cfg.Buckets, s.cfg.Replication, props)
 		if err != nil {
 			return err
 		}
@@ -222,10 +235,10 @@ func (s *Sink) useTarget(ts change.TableSchema, info tableInfo, seq string, log 
 }) error {
 	unique := info.keysType == "" || info.keysType == "UNIQUE_KEYS"
 	if !unique {
-		log.Warn("doris target is not a Unique Key table: updates of the key and deletes cannot be applied and fail the epoch",
+		log.Warn("doris target is not a Unique Key table: it is written as an append log; inserted and updated rows are appended (an update as a new row holding the after image) and deletes are ignored",
 			"keys_type", info.keysType)
 	}
-	if !slices.Contains(info.keys, s.cfg.DatabaseColumn) || !slices.Contains(info.keys, s.cfg.TableColumn) {
+	if unique && (!slices.Contains(info.keys, s.cfg.DatabaseColumn) || !slices.Contains(info.keys, s.cfg.TableColumn)) {
 		log.Warn("doris target key does not include the metadata columns: rows of different shards with the same key overwrite each other",
 			"key", strings.Join(info.keys, ","), "metadata", s.cfg.DatabaseColumn+","+s.cfg.TableColumn)
 	}
@@ -244,6 +257,9 @@ func (s *Sink) useTarget(ts change.TableSchema, info tableInfo, seq string, log 
 		}
 	}
 	enc, err := newEncoder(ts.Schema, keep, keyCols, unique)
+	if err == nil {
+		enc.loc = s.cfg.TimeZone
+	}
 	if err != nil {
 		return fmt.Errorf("preparing rows for doris target %s: %w", ts.Target, err)
 	}

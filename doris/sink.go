@@ -174,7 +174,7 @@ func (s *Sink) Commit(ctx context.Context, p twopc.Prepared) (twopc.Outcome, err
 		}
 		return twopc.Unknown, fmt.Errorf("committing doris txn %s: doris says %q but the label is in state %s; try again later", p, v.Message, st)
 	case ClassRetryable:
-		return twopc.Unknown, fmt.Errorf("committing doris txn %s: still transient after %d retries: %s", p, s.cfg.Retries, v)
+		return twopc.Unknown, fmt.Errorf("committing doris txn %s: still transient after %d retries: %s: %w", p, s.cfg.Retries, v, twopc.ErrUnavailable)
 	}
 	return twopc.Unknown, fmt.Errorf("committing doris txn %s: %s", p, v)
 }
@@ -232,7 +232,7 @@ func (s *Sink) abortOutcome(_ context.Context, p twopc.Prepared, v Verdict) (two
 	case ClassNotFound:
 		return twopc.Unknown, false, nil
 	case ClassRetryable:
-		return twopc.Unknown, true, fmt.Errorf("aborting doris txn %s: still transient after %d retries: %s", p, s.cfg.Retries, v)
+		return twopc.Unknown, true, fmt.Errorf("aborting doris txn %s: still transient after %d retries: %s: %w", p, s.cfg.Retries, v, twopc.ErrUnavailable)
 	}
 	return twopc.Unknown, true, fmt.Errorf("aborting doris txn %s: %s", p, v)
 }

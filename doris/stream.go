@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/shardsync/shardsync/change"
+	"github.com/shardsync/shardsync/twopc"
 )
 
 // ErrStreamEnded is what writes into a load see after Doris answered it.
@@ -87,6 +88,9 @@ func (c *client) loadBase(ctx context.Context, db, table string) (string, error)
 		return baseOf(a.location), nil
 	}
 	v := Classify(OpLoad, a.status, a.body)
+	if v.Class == ClassRetryable {
+		return "", fmt.Errorf("asking FE %s for a BE to load %s.%s: %s: %w", hostOf(a.node), db, table, v, twopc.ErrUnavailable)
+	}
 	if v.Class != ClassSuccess {
 		return "", fmt.Errorf("asking FE %s for a BE to load %s.%s: %s", hostOf(a.node), db, table, v)
 	}
@@ -249,6 +253,9 @@ func (s *stream) result() error {
 		}
 		if v.Class == ClassLabelExists || v.Class == ClassAlreadyDone {
 			msg += "; the label is taken, which means another writer (or an earlier run with the same label prefix) used it"
+		}
+		if v.Class == ClassRetryable {
+			return fmt.Errorf("%s: %w", msg, twopc.ErrUnavailable)
 		}
 		return errors.New(msg)
 	}

@@ -32,6 +32,9 @@ var (
 	// ErrConnect: the server could not be reached or refused the login
 	// after all retries.
 	ErrConnect = errors.New("cannot connect to source")
+	// ErrAccessDenied: the server refused the login (ERROR 1045); wrapped
+	// together with ErrConnect. Waiting does not fix a wrong password.
+	ErrAccessDenied = errors.New("login refused")
 )
 
 // MySQL error codes this package classifies.
@@ -105,7 +108,11 @@ func (s *shared) dial(ctx context.Context, db string) (*client.Conn, error) {
 		if attempt >= s.cfg.ConnectRetries {
 			break
 		}
-		s.log.Warn("connecting to source failed; retrying", "addr", s.cfg.Addr, "attempt", attempt+1, "backoff", backoff, "err", err)
+		lv := slog.LevelWarn
+		if attempt > 0 {
+			lv = slog.LevelDebug // one warning per outage here; the job logs its own backoff steps
+		}
+		s.log.Log(ctx, lv, "connecting to source failed; retrying", "addr", s.cfg.Addr, "attempt", attempt+1, "backoff", backoff, "err", err)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -118,7 +125,7 @@ func (s *shared) dial(ctx context.Context, db string) (*client.Conn, error) {
 
 func connectError(addr, user string, retries int, err error) error {
 	if code, msg, ok := myErrCode(err); ok && code == codeAccessDenied {
-		return fmt.Errorf("%w: %s refused the login of user %q after %d retries (ERROR 1045: %s): check the user name and password", ErrConnect, addr, user, retries, msg)
+		return fmt.Errorf("%w: %s refused the login of user %q after %d retries (ERROR 1045: %s): check the user name and password: %w", ErrConnect, addr, user, retries, msg, ErrAccessDenied)
 	}
 	return fmt.Errorf("%w: %s unreachable after %d retries: check that the server runs and the address is right: %w", ErrConnect, addr, retries, err)
 }

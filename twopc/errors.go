@@ -22,6 +22,13 @@ var ErrNeedsRecovery = errors.New("ledger holds unfinished epochs")
 // never retried; a person must look.
 var ErrProtocol = errors.New("exactly-once protocol violated")
 
+// ErrUnavailable marks a sink error that says the destination is down or
+// overloaded for now (it answered "try again": a 5xx, no backend alive, a
+// lock timeout) after the sink's own retries. Errors of an unreachable
+// destination (refused, reset, timed out, DNS) need not wrap it: they carry
+// their net error. The job waits such outages out (cmd/shardsync).
+var ErrUnavailable = errors.New("destination unavailable")
+
 // ErrInDoubt is wrapped by InDoubtError.
 var ErrInDoubt = errors.New("transaction in doubt")
 

@@ -49,7 +49,11 @@ func settle(ctx context.Context, p RetryPolicy, log *slog.Logger, what string, f
 		if attempt >= p.Attempts || ctx.Err() != nil {
 			break
 		}
-		log.Warn("retrying", "op", what, "attempt", attempt, "wait", wait, "err", err)
+		lv := slog.LevelWarn
+		if attempt > 1 {
+			lv = slog.LevelDebug // one warning per call; the job logs its own backoff steps
+		}
+		log.Log(ctx, lv, "retrying", "op", what, "attempt", attempt, "wait", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -119,7 +119,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	j, err := prepare(opts, slog.New(slog.NewTextHandler(logFile, nil)), out)
+	j, err := prepare(opts, slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{ReplaceAttr: oneLineErrors})), out)
 	if err != nil {
 		return err
 	}

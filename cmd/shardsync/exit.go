@@ -50,7 +50,7 @@ func exitCode(err error, w io.Writer) int {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return exitOK
 	}
-	fmt.Fprintln(w, "shardsync:", err)
+	fmt.Fprintln(w, "shardsync:", errText(err))
 	var u usageError
 	var d inDoubtError
 	switch {

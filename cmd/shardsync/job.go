@@ -50,6 +50,8 @@ type jobOptions struct {
 
 	dorisFE, dorisBE, dorisUser, dorisPasswordFile, dorisQuery string
 	buckets, replication                                       int
+	dorisRetries                                               int
+	localTimeZone                                              string
 	dorisHeaders, dorisTableProps                              map[string]string
 
 	mcEndpoint, mcProject, mcTunnel, mcQuota, mcAccessID, mcKeyFile string
@@ -68,11 +70,18 @@ type jobOptions struct {
 	checkpointInterval      time.Duration
 	maxEpochRows            int
 
+	// outages (outage.go)
+	maxOutage                                time.Duration
+	restartInitialBackoff, restartMaxBackoff time.Duration
+
 	httpAddr, progress string
 	pprof              bool
 	memoryLimit        string
 
 	logFormat, logLevel string
+
+	// fileLines: flag name → line of the pipeline-file key that set it.
+	fileLines map[string]int
 
 	// Secrets given in a pipeline file (after ${ENV} substitution). They
 	// have no flag: argv is visible to every local user.
@@ -91,6 +100,9 @@ func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.recreateTarget, "recreate-target", false, "when a target holds rows written under another ledger (a lost or replaced ledger), empty it (TRUNCATE TABLE) and snapshot it again; needs a ledger that has committed nothing; a target this ledger already wrote is never emptied")
 	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
 	fs.IntVar(&o.maxEpochRows, "max-epoch-rows", 500_000, "close an epoch early once it holds this many rows")
+	fs.DurationVar(&o.maxOutage, "max-outage", 0, "exit when the source or a sink stays unreachable this long (e.g. 30m); 0: wait out outages however long they last")
+	fs.DurationVar(&o.restartInitialBackoff, "restart-initial-backoff", time.Second, "wait before the first retry of an unreachable source or sink; doubles per attempt up to --restart-max-backoff")
+	fs.DurationVar(&o.restartMaxBackoff, "restart-max-backoff", 30*time.Second, "longest wait between retries of an unreachable source or sink")
 	fs.StringVar(&o.httpAddr, "http-addr", "", "serve /metrics (Prometheus), /healthz, /readyz and /status on this host:port")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's /debug/pprof/ on --http-addr")
 	fs.StringVar(&o.memoryLimit, "memory-limit", "128MiB", "soft limit of the process's Go memory (runtime/debug.SetMemoryLimit), e.g. 128MiB or 1GiB: the garbage collector works harder near it instead of letting the heap grow with bursts of rows; 0: no limit; ignored when $GOMEMLIMIT is set")
@@ -125,6 +137,8 @@ func (o *jobOptions) addSinkFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dorisQuery, "doris-query", "", "Doris FE MySQL-protocol host:port (9030) for creating and altering targets; without it the targets must exist")
 	fs.IntVar(&o.buckets, "doris-buckets", 10, "buckets of created Doris tables (0: BUCKETS AUTO)")
 	fs.IntVar(&o.replication, "doris-replication", 0, "replication_num of created Doris tables (0: cluster default)")
+	fs.StringVar(&o.localTimeZone, "local-time-zone", "", "zone in which source TIMESTAMP values are written into Doris DATETIME columns, as Flink CDC's pipeline local-time-zone (e.g. Asia/Shanghai, +08:00, UTC); default: UTC. MaxCompute TIMESTAMP stays an instant")
+	fs.IntVar(&o.dorisRetries, "doris-retries", 5, "retries of one Doris request (commit, abort, label state, BE lookup) after a network error or a 5xx; longer outages are waited out by the job (--max-outage)")
 	fs.StringToStringVar(&o.dorisHeaders, "doris-load-header", nil, "extra Stream Load header key=value (Flink CDC sink.properties.*), e.g. timeout=600")
 	fs.StringVar(&o.sequenceColumn, "sequence-column", "", "give Doris targets that shardsync creates this BIGINT sequence column (function_column.sequence_col), filled with a value that grows with every change, so a replayed or late load never moves a row back to an older version; a target's own sequence column is always discovered and used")
 	fs.StringToStringVar(&o.dorisTableProps, "doris-table-property", nil, "extra PROPERTIES key=value of created Doris tables (Flink CDC table.create.properties.*)")
@@ -144,7 +158,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, usagef("--log-level %q: use debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: oneLineErrors}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -212,50 +226,70 @@ func defaultPrefix(o jobOptions) string {
 }
 
 // prepare validates everything that can be checked without a network.
+// The error lists every problem found (a usage error).
 func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
+	j, problems := prepareAll(o, log, out)
+	if len(problems) > 0 {
+		return nil, usageError{errors.Join(problems...)}
+	}
+	return j, nil
+}
+
+// prepareAll checks everything, one check not stopping the next, and
+// returns the job as far as it could be built with every problem found
+// (`validate` lists them all).
+func prepareAll(o jobOptions, log *slog.Logger, out io.Writer) (*job, []error) {
 	j := &job{opts: o, log: log, out: out}
+	var problems []error
 	var err error
 	if j.pats, err = parsePatterns(o.sources, o.tables); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	if j.target, err = parseTarget(o.target); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	if j.rules, err = parseRouteRules(o.routes, o.routeSymbol); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	if err := checkSchemaChangeBehavior(o.schemaChange); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	if o.dbColumn == "" || o.tableColumn == "" || o.dbColumn == o.tableColumn {
-		return nil, usagef("--database-column %q and --table-column %q must be set and differ", o.dbColumn, o.tableColumn)
+		problems = append(problems, usagef("--database-column %q and --table-column %q must be set and differ", o.dbColumn, o.tableColumn))
 	}
 	switch o.progress {
 	case "", "auto", "always", "never":
 	default:
-		return nil, usagef("--progress %q: use auto, always or never", o.progress)
+		problems = append(problems, usagef("--progress %q: use auto, always or never", o.progress))
 	}
 	if o.httpAddr != "" {
 		if _, _, err := net.SplitHostPort(o.httpAddr); err != nil {
-			return nil, usagef("--http-addr %q must be host:port, e.g. 127.0.0.1:9464", o.httpAddr)
+			problems = append(problems, usagef("--http-addr %q must be host:port, e.g. 127.0.0.1:9464", o.httpAddr))
 		}
 	}
 	if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
-		return nil, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr)
+		problems = append(problems, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr))
 	}
 	if j.memLimit, err = parseMemoryLimit(o.memoryLimit); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	switch o.snapshotMode {
 	case merge.SnapshotAuto, merge.SnapshotConsistent, merge.SnapshotWatermark:
 	default:
-		return nil, usagef("--snapshot-mode %q: use auto, consistent or watermark", o.snapshotMode)
+		problems = append(problems, usagef("--snapshot-mode %q: use auto, consistent or watermark", o.snapshotMode))
+	}
+	if o.maxOutage < 0 || o.restartInitialBackoff <= 0 || o.restartMaxBackoff < o.restartInitialBackoff {
+		problems = append(problems, usagef("--max-outage %s, --restart-initial-backoff %s, --restart-max-backoff %s: the backoffs must be positive with the maximum at least the initial one, and --max-outage 0 (no limit) or positive",
+			o.maxOutage, o.restartInitialBackoff, o.restartMaxBackoff))
+	}
+	if _, err := parseZone(o.localTimeZone); err != nil {
+		problems = append(problems, err)
 	}
 	if o.serverID == 0 {
-		return nil, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas")
+		problems = append(problems, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas"))
 	}
 	if j.mysqlPW, err = secret(o.mysqlPasswordFile, o.mysqlPassword, envMySQLPassword, "MySQL"); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	j.prefix = o.labelPrefix
 	if j.prefix == "" {
@@ -266,18 +300,21 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 		j.ledger = j.prefix + ".ledger"
 	}
 	if j.dorisCfg, j.mcCfg, err = o.sinkConfigs(j.prefix); err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	cc := twopc.DefaultConfig()
 	cc.CheckpointInterval = o.checkpointInterval
 	cc.MaxEpochRows = o.maxEpochRows
+	// A commit that keeps failing ends the run; recovery commits the
+	// epoch, and an unreachable sink is waited out by the restart loop.
+	cc.Commit = commitRetry
 	if err := cc.Validate(); err != nil {
-		return nil, usageError{fmt.Errorf("%w (flags --checkpoint-interval, --max-epoch-rows)", err)}
+		problems = append(problems, usageError{fmt.Errorf("%w (flags --checkpoint-interval, --max-epoch-rows)", err)})
 	}
 	j.mon = newMonitor(j.displayName(), log)
 	cc.Observer = j.mon
 	j.coordCfg = cc
-	return j, nil
+	return j, problems
 }
 
 // sinkConfigs validates the --sink list and builds each named sink's
@@ -325,6 +362,8 @@ func dorisConfig(o jobOptions, prefix string) (doris.Config, error) {
 	dc.QueryAddr = o.dorisQuery
 	dc.LabelPrefix = prefix
 	dc.Buckets, dc.Replication = o.buckets, o.replication
+	dc.Retries = o.dorisRetries
+	dc.TimeZone, _ = parseZone(o.localTimeZone) // checked by prepareAll
 	dc.Headers, dc.TableProperties = o.dorisHeaders, o.dorisTableProps
 	dc.SequenceColumn = o.sequenceColumn
 	if o.dbColumn != "" {
@@ -442,7 +481,7 @@ func dialSource(ctx context.Context, addr, user, password string) (*client.Conn,
 	d := &net.Dialer{}
 	c, err := client.ConnectWithDialer(dctx, "tcp", addr, user, password, "", d.DialContext)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("connecting to the source %s as %q: %v (check --mysql, --mysql-user and $%s)", addr, user, err, envMySQLPassword)}
+		return nil, usageError{fmt.Errorf("connecting to the source %s as %q: %w (check --mysql, --mysql-user and $%s)", addr, user, err, envMySQLPassword)}
 	}
 	return c, nil
 }
@@ -455,12 +494,6 @@ func (j *job) run(ctx context.Context) error {
 		prev := debug.SetMemoryLimit(j.memLimit)
 		defer debug.SetMemoryLimit(prev)
 	}
-	routes, err := j.discover(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(j.out, "shardsync: label prefix %s, ledger %s\nshardsync: shards → targets:\n%s", j.prefix, j.ledger, indent(describeRoutes(routes)))
-
 	if j.opts.httpAddr != "" {
 		stop, addr, err := serveHTTP(ctx, j.opts.httpAddr, j.mon, j.opts.pprof, j.log)
 		if err != nil {
@@ -469,6 +502,28 @@ func (j *job) run(ctx context.Context) error {
 		defer stop()
 		j.log.Info("serving metrics and status", "addr", addr, "pprof", j.opts.pprof)
 	}
+	j.mon.setComponents(j.componentAddrs())
+	routes, err := j.discover(ctx)
+	for err != nil && unreachable(err) {
+		// A source that is down when the job starts is an outage too.
+		j.mon.setPhase(phaseWaiting)
+		wait, werr := j.waitOutOutage(componentSource, err)
+		if werr != nil {
+			j.mon.setFailed(werr)
+			return errors.New(errText(werr)) // not a usage error: the address may be right
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		routes, err = j.discover(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	j.mon.reachable(componentSource)
+	fmt.Fprintf(j.out, "shardsync: label prefix %s, ledger %s\nshardsync: shards → targets:\n%s", j.prefix, j.ledger, indent(describeRoutes(routes)))
 
 	led, err := ledger.Open(j.ledger, ledger.Options{})
 	if err != nil {
@@ -497,6 +552,9 @@ func (j *job) run(ctx context.Context) error {
 	mcfg := merge.DefaultConfig()
 	mcfg.Addr, mcfg.User, mcfg.Password, mcfg.ServerID = j.opts.mysqlAddr, j.opts.mysqlUser, j.mysqlPW, j.opts.serverID
 	mcfg.ChunkSize = j.opts.chunkSize
+	// Reconnects inside a run ride out blips; longer outages are the
+	// restart loop's (waitOutOutage), with its backoff and its log lines.
+	mcfg.ConnectRetries = sourceConnectRetries
 	mcfg.SnapshotMode = j.opts.snapshotMode
 	mcfg.DatabaseColumn, mcfg.TableColumn = j.opts.dbColumn, j.opts.tableColumn
 	if j.opts.readers > 0 {
@@ -512,27 +570,25 @@ func (j *job) run(ctx context.Context) error {
 	restarts, lastResume := 0, []byte(nil)
 	for {
 		j.mon.setPhase(phaseRecovering)
-		token, err := twopc.Recover(ctx, led, sinks, j.log)
-		if err != nil {
-			j.mon.setFailed(err)
-			return markInDoubt(fmt.Errorf("recovering from ledger %s: %w", j.ledger, err))
+		rep, err := twopc.Resolve(ctx, led, sinks, twopc.ResolveOptions{Retry: recoverRetry}, j.log)
+		recovering := err != nil
+		if err == nil {
+			if !bytes.Equal(rep.Resume, lastResume) {
+				restarts, lastResume = 0, rep.Resume // progress since the last failure
+			}
+			err = j.runOnce(ctx, led, sinks, mcfg, rep.Resume)
+		} else {
+			err = fmt.Errorf("recovering from ledger %s: %w", j.ledger, err)
 		}
-		if !bytes.Equal(token, lastResume) {
-			restarts, lastResume = 0, token // progress since the last failure
-		}
-		err = j.runOnce(ctx, led, sinks, mcfg, token)
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}
-		if terminal(err) || restarts >= maxRestarts {
+		wait, err := j.afterFailure(err, recovering, &restarts)
+		if err != nil {
 			j.mon.setFailed(err)
 			return markInDoubt(err)
 		}
-		j.mon.noteRestart(err)
-		restarts++
-		wait := restartBackoff(restarts)
-		j.log.Warn("the stream stopped; restarting from the last committed position",
-			"err", err, "attempt", restarts, "of", maxRestarts, "after", wait)
+		j.mon.setPhase(phaseWaiting)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -541,12 +597,60 @@ func (j *job) run(ctx context.Context) error {
 	}
 }
 
+// afterFailure decides what follows a failed attempt: the wait before the
+// next one, or the error to exit with. Terminal errors exit at once; an
+// outage (outage.go) is waited out; any other error restarts the stream at
+// most maxRestarts times in a row without progress, and stops the job when
+// it came from recovery.
+func (j *job) afterFailure(err error, recovering bool, restarts *int) (time.Duration, error) {
+	if terminal(err) {
+		return 0, err
+	}
+	if component, ok := outageOf(err); ok {
+		j.mon.noteRestart(err)
+		return j.waitOutOutage(component, err)
+	}
+	if recovering || *restarts >= maxRestarts {
+		return 0, err
+	}
+	j.mon.noteRestart(err)
+	*restarts++
+	wait := restartBackoff(*restarts)
+	j.log.Warn("the stream stopped; restarting from the last committed position",
+		"err", err, "attempt", *restarts, "of", maxRestarts, "after", wait)
+	return wait, nil
+}
+
 // maxRestarts is how many times in a row the job restarts after a failure
-// that made no progress before it gives up and exits with the error.
+// that made no progress, and is not an outage, before it gives up and
+// exits with the error.
 const maxRestarts = 6
+
+// sourceConnectRetries is how often the source reconnects inside a run
+// before the run ends and the restart loop takes over.
+const sourceConnectRetries = 2
+
+// recoverRetry bounds each sink call of recovery at start and restart; the
+// restart loop retries an unreachable sink beyond it.
+var recoverRetry = twopc.RetryPolicy{Min: 250 * time.Millisecond, Max: 2 * time.Second, Attempts: 3}
+
+// commitRetry bounds the commit retries of a running stream (about 8s).
+var commitRetry = twopc.RetryPolicy{Min: 250 * time.Millisecond, Max: 4 * time.Second, Attempts: 5}
 
 func restartBackoff(n int) time.Duration {
 	return min(time.Duration(1<<min(n-1, 6))*500*time.Millisecond, 30*time.Second)
+}
+
+// componentAddrs names the job's components and where they are.
+func (j *job) componentAddrs() map[string]string {
+	m := map[string]string{componentSource: j.opts.mysqlAddr}
+	if j.dorisCfg != nil {
+		m["doris"] = strings.Join(j.dorisCfg.FENodes, ",")
+	}
+	if j.mcCfg != nil {
+		m["maxcompute"] = j.mcCfg.Endpoint
+	}
+	return m
 }
 
 // runOnce opens the source at token and streams until an error or ctx ends.
@@ -554,8 +658,9 @@ func (j *job) runOnce(ctx context.Context, led *ledger.Ledger, sinks []twopc.Sin
 	j.mon.setPhase(phaseConnecting)
 	src, err := merge.Open(ctx, mcfg, token, j.log.With("part", "source"))
 	if err != nil {
-		return err
+		return fromComponent(componentSource, err)
 	}
+	j.mon.reachable(componentSource)
 	defer src.Close()
 	coord, err := twopc.New(j.coordCfg, led, sinks, j.log.With("part", "twopc"))
 	if err != nil {
@@ -571,7 +676,7 @@ func terminal(err error) bool {
 	for _, e := range []error{
 		twopc.ErrInDoubt, twopc.ErrProtocol,
 		merge.ErrPrerequisite, merge.ErrBinlogPurged, merge.ErrDuplicateServerID,
-		merge.ErrIncompatibleSchema, merge.ErrNoShards, merge.ErrBadToken,
+		merge.ErrIncompatibleSchema, merge.ErrNoShards, merge.ErrBadToken, merge.ErrAccessDenied,
 		ledger.ErrLocked, ledger.ErrDamaged,
 	} {
 		if errors.Is(err, e) {
@@ -638,4 +743,40 @@ func parseMemoryLimit(v string) (int64, error) {
 		return 0, usagef("--memory-limit %q: give a size such as 128MiB or 1GiB, or 0 for no limit", v)
 	}
 	return n << shift, nil
+}
+
+// parseZone reads --local-time-zone: an IANA zone name (Asia/Shanghai,
+// UTC) or a fixed offset (+08:00, GMT+08:00, UTC-5); "" is nil (UTC).
+func parseZone(v string) (*time.Location, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil, nil
+	}
+	off := v
+	for _, p := range []string{"GMT", "UTC"} {
+		if rest, ok := strings.CutPrefix(strings.ToUpper(off), p); ok && rest != "" {
+			off = rest
+		}
+	}
+	if off != "" && (off[0] == '+' || off[0] == '-') {
+		h, m, _ := strings.Cut(off[1:], ":")
+		hh, err1 := strconv.Atoi(h)
+		mm := 0
+		var err2 error
+		if m != "" {
+			mm, err2 = strconv.Atoi(m)
+		}
+		if err1 == nil && err2 == nil && hh <= 14 && mm < 60 {
+			secs := hh*3600 + mm*60
+			if off[0] == '-' {
+				secs = -secs
+			}
+			return time.FixedZone(v, secs), nil
+		}
+	}
+	loc, err := time.LoadLocation(v)
+	if err != nil || strings.EqualFold(v, "local") {
+		return nil, usagef("--local-time-zone %q: give a zone name such as Asia/Shanghai or UTC, or an offset such as +08:00", v)
+	}
+	return loc, nil
 }

@@ -74,12 +74,21 @@ func TestBadInputIsOneClearUsageError(t *testing.T) {
 	}
 }
 
+// TestUnreachableSourceIsClear: a source that is down at start is waited
+// out like any outage; with --max-outage the job exits (code 1, not a usage
+// error: the address may be right) with an error naming the source, how
+// long it was tried and what to check.
 func TestUnreachableSourceIsClear(t *testing.T) {
 	port, err := freeLoopbackPort()
 	require.NoError(t, err)
-	_, err = run(t, "--sources", "emp_[0-9]+", "--mysql", fmt.Sprintf("127.0.0.1:%d", port), "--ledger", t.TempDir()+"/l.ledger")
+	out, err := run(t, "--sources", "emp_[0-9]+", "--mysql", fmt.Sprintf("127.0.0.1:%d", port), "--ledger", t.TempDir()+"/l.ledger",
+		"--max-outage", "1500ms", "--restart-initial-backoff", "100ms", "--restart-max-backoff", "200ms")
 	require.ErrorContains(t, err, "connecting to the source")
 	require.ErrorContains(t, err, "check --mysql")
+	require.ErrorContains(t, err, "longer than --max-outage 1.5s")
+	var buf bytes.Buffer
+	require.Equal(t, exitFailure, exitCode(err, &buf))
+	require.Contains(t, out, "source is unreachable; waiting it out with backoff")
 }
 
 func TestParseMemoryLimit(t *testing.T) {

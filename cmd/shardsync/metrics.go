@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,10 +33,11 @@ const (
 	phaseConnecting = "connecting"
 	phaseSnapshot   = "snapshot"
 	phaseStreaming  = "streaming"
+	phaseWaiting    = "waiting" // waiting out an outage (or a restart's backoff)
 	phaseFailed     = "failed"
 )
 
-var allPhases = []string{phaseStarting, phaseRecovering, phaseConnecting, phaseSnapshot, phaseStreaming, phaseFailed}
+var allPhases = []string{phaseStarting, phaseRecovering, phaseConnecting, phaseSnapshot, phaseStreaming, phaseWaiting, phaseFailed}
 
 // monitor collects a running job's metrics and status. It is the
 // coordinator's twopc.Observer, wraps the source (rows read, binlog lag)
@@ -75,6 +78,10 @@ type monitor struct {
 	winOldest, winNewest time.Time
 	windows              map[uint64][2]time.Time
 	pending              map[uint64]map[writeKey]int
+	// outages by component (outage.go); addrs: component → address
+	outages map[string]*outage
+	addrs   map[string]string
+	anyDown atomic.Bool
 }
 
 type writeKey struct {
@@ -84,7 +91,7 @@ type writeKey struct {
 func newMonitor(name string, log *slog.Logger) *monitor {
 	m := &monitor{
 		name: name, log: log, reg: prometheus.NewRegistry(), started: time.Now(), phase: phaseStarting,
-		windows: map[uint64][2]time.Time{}, pending: map[uint64]map[writeKey]int{},
+		windows: map[uint64][2]time.Time{}, pending: map[uint64]map[writeKey]int{}, outages: map[string]*outage{},
 	}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	lat := prometheus.ExponentialBuckets(0.001, 2.5, 14) // 1ms .. ~2.6h
@@ -136,14 +143,14 @@ func (m *monitor) setPhase(p string) {
 func (m *monitor) setFailed(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.phase, m.lastErr = phaseFailed, err.Error()
+	m.phase, m.lastErr = phaseFailed, errText(err)
 }
 
 func (m *monitor) noteRestart(err error) {
 	m.restarts.Inc()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.lastErr = err.Error()
+	m.lastErr = errText(err)
 }
 
 func (m *monitor) setSource(s *merge.Source) {
@@ -182,10 +189,13 @@ var (
 	descSnapChunks = prometheus.NewDesc("shardsync_snapshot_chunks", "Snapshot chunks of a shard finished so far.", []string{"table", "target"}, nil)
 	descSnapDone   = prometheus.NewDesc("shardsync_snapshot_table_done", "1 once a shard's snapshot is finished.", []string{"table", "target"}, nil)
 	descPhase      = prometheus.NewDesc("shardsync_phase", "1 for the job's current phase.", []string{"phase"}, nil)
+	descDown       = prometheus.NewDesc("shardsync_unreachable", "1 while a component (source, or a sink by name) is unreachable and the job waits it out.", []string{"component"}, nil)
+	descDownSince  = prometheus.NewDesc("shardsync_unreachable_since_timestamp_seconds", "Start (Unix seconds) of a component's current outage; 0 while it is reachable.", []string{"component"}, nil)
+	descDownTries  = prometheus.NewDesc("shardsync_unreachable_attempts", "Failed attempts to reach a component in its current outage; 0 while it is reachable.", []string{"component"}, nil)
 )
 
 func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSnapRows, descSnapEst, descSnapChunks, descSnapDone, descPhase} {
+	for _, d := range []*prometheus.Desc{descSnapRows, descSnapEst, descSnapChunks, descSnapDone, descPhase, descDown, descDownSince, descDownTries} {
 		ch <- d
 	}
 }
@@ -199,6 +209,7 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descPhase, prometheus.GaugeValue, v, p)
 	}
+	c.m.collectOutages(ch)
 	if src == nil {
 		return
 	}
@@ -287,8 +298,9 @@ type countingSource struct {
 func (s *countingSource) Next(ctx context.Context) (change.Event, error) {
 	ev, err := s.src.Next(ctx)
 	if err != nil {
-		return ev, err
+		return ev, fromComponent(componentSource, err)
 	}
+	s.m.reachable(componentSource)
 	switch ev.Kind {
 	case change.EventRows:
 		s.m.countRead(ev.Rows)
@@ -372,11 +384,36 @@ type instrumentedSink struct {
 	m *monitor
 }
 
+// The wrappers tag every sink error with the sink's name (outage.go) and
+// end a sink's outage when a call that reaches it succeeds.
+
+func (s *instrumentedSink) ApplySchema(ctx context.Context, ts change.TableSchema) error {
+	return fromComponent(s.Name(), s.Sink.ApplySchema(ctx, ts))
+}
+
+func (s *instrumentedSink) Commit(ctx context.Context, p twopc.Prepared) (twopc.Outcome, error) {
+	o, err := s.Sink.Commit(ctx, p)
+	if err != nil {
+		return o, fromComponent(s.Name(), err)
+	}
+	s.m.reachable(s.Name())
+	return o, nil
+}
+
+func (s *instrumentedSink) Abort(ctx context.Context, p twopc.Prepared) (twopc.Outcome, error) {
+	o, err := s.Sink.Abort(ctx, p)
+	if err != nil {
+		return o, fromComponent(s.Name(), err)
+	}
+	s.m.reachable(s.Name())
+	return o, nil
+}
+
 func (s *instrumentedSink) Begin(ctx context.Context, epoch uint64, rec twopc.Recorder) (twopc.Txn, error) {
 	t, err := s.Sink.Begin(ctx, epoch, timedRecorder{rec: rec, m: s.m})
 	if err != nil {
 		s.m.sinkErrors.WithLabelValues(s.Name(), "begin", errorClass(err)).Inc()
-		return nil, err
+		return nil, fromComponent(s.Name(), err)
 	}
 	return &instrumentedTxn{Txn: t, s: s, epoch: epoch, counts: map[writeKey]int{}}, nil
 }
@@ -405,7 +442,7 @@ type instrumentedTxn struct {
 func (t *instrumentedTxn) Write(ctx context.Context, rows []change.Row) error {
 	if err := t.Txn.Write(ctx, rows); err != nil {
 		t.s.m.sinkErrors.WithLabelValues(t.s.Name(), "write", errorClass(err)).Inc()
-		return err
+		return fromComponent(t.s.Name(), err)
 	}
 	for _, r := range rows {
 		t.counts[writeKey{target: r.Target.String(), op: r.Op.String()}]++
@@ -416,10 +453,16 @@ func (t *instrumentedTxn) Write(ctx context.Context, rows []change.Row) error {
 func (t *instrumentedTxn) PreCommit(ctx context.Context) ([]twopc.Prepared, error) {
 	t.s.m.closeWindow(t.epoch)
 	p, err := t.Txn.PreCommit(ctx)
-	if err == nil {
-		t.s.m.addPending(t.epoch, t.s.Name(), t.counts)
+	if err != nil {
+		return p, fromComponent(t.s.Name(), err)
 	}
-	return p, err
+	t.s.m.addPending(t.epoch, t.s.Name(), t.counts)
+	t.s.m.reachable(t.s.Name())
+	return p, nil
+}
+
+func (t *instrumentedTxn) Abort(ctx context.Context) error {
+	return fromComponent(t.s.Name(), t.Txn.Abort(ctx))
 }
 
 // serveHTTP serves /metrics, /healthz, /readyz, /status and, with pprof,
@@ -440,6 +483,12 @@ func serveHTTP(ctx context.Context, addr string, m *monitor, withPprof bool, log
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		p, _ := m.currentPhase()
+		if down := m.unreachable(); len(down) > 0 {
+			d := down[0]
+			http.Error(w, fmt.Sprintf("not ready: %s %s unreachable since %s (%d attempts)", d.Component, d.Addr,
+				d.Since.UTC().Format(time.RFC3339), d.Attempts), http.StatusServiceUnavailable)
+			return
+		}
 		if p != phaseSnapshot && p != phaseStreaming {
 			http.Error(w, "not ready: "+p, http.StatusServiceUnavailable)
 			return

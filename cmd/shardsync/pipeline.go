@@ -64,6 +64,18 @@ type fileState struct {
 	host     string
 	port     string
 	warnings []string
+	// problems are every error found; the file is read to its end so that
+	// `validate` lists them all.
+	problems []error
+	// lines: flag name → line of the key that set it (for messages)
+	lines map[string]int
+}
+
+// problem records an error of the file and goes on.
+func (st *fileState) problem(err error) {
+	if err != nil {
+		st.problems = append(st.problems, err)
+	}
 }
 
 func (st *fileState) warn(line int, format string, args ...any) {
@@ -246,7 +258,7 @@ var pipelineKeys = []pipelineKey{
 	ignoredKey(secDoris, "sink.buffer-flush.interval", "epochs are cut by pipeline.checkpoint-interval; ignored"),
 	ignoredKey(secDoris, "sink.buffer-size", whyFlinkTuning),
 	ignoredKey(secDoris, "sink.buffer-count", whyFlinkTuning),
-	ignoredKey(secDoris, "sink.max-retries", "shardsync retries with its own policy and restarts from its ledger; ignored"),
+	flagKey(secDoris, "sink.max-retries", "doris-retries", "retries of one Doris request after a network error or a 5xx; longer outages are waited out (pipeline.max-outage)"),
 	ignoredKey(secDoris, "sink.check-interval", whyFlinkTuning),
 	ignoredKey(secDoris, "sink.use-cache", whyFlinkTuning),
 	ignoredKey(secDoris, "sink.ignore.update-before", "shardsync writes update after-images as upserts; ignored"),
@@ -305,12 +317,21 @@ var pipelineKeys = []pipelineKey{
 		st.o.schemaChange = v
 		return checkSchemaChangeBehavior(v)
 	}),
-	ignoredKey(secPipe, "local-time-zone", "shardsync writes TIMESTAMP as UTC instants and DATETIME as wall clock; ignored"),
+	flagKey(secPipe, "local-time-zone", "local-time-zone", "zone in which TIMESTAMP values are written into Doris DATETIME columns, as Flink CDC does (e.g. Asia/Shanghai); without it UTC. DATETIME stays wall-clock text; MaxCompute TIMESTAMP stays an instant"),
 	ignoredKey(secPipe, "execution.runtime-mode", "shardsync always streams; ignored"),
 	ignoredKey(secPipe, "schema-operator.rpc-timeout", whyFlinkTuning),
 	ignoredKey(secPipe, "operator.uid.prefix", whyFlinkTuning),
 	flagKey(secPipe, "checkpoint-interval", "checkpoint-interval", "how often an epoch is committed (shardsync key), e.g. 30s"),
 	flagKey(secPipe, "max-epoch-rows", "max-epoch-rows", "close an epoch early once it holds this many rows (shardsync key)"),
+	flagKey(secPipe, "max-outage", "max-outage", "exit when the source or a sink stays unreachable this long, e.g. 30m; 0 (default): wait out outages however long (shardsync key)"),
+	customKey(secPipe, "restart-strategy.type", "", "exponential-delay (Flink's name for what shardsync does): unreachable sources and sinks are retried with a doubling, capped wait", func(_ *fileState, _, v string) error {
+		if v != "exponential-delay" && v != "exponential" {
+			return fmt.Errorf("restart-strategy.type %q is not supported: shardsync retries with exponential delay (restart-strategy.exponential-delay.*); bound outages with pipeline.max-outage", v)
+		}
+		return nil
+	}),
+	flagKey(secPipe, "restart-strategy.exponential-delay.initial-backoff", "restart-initial-backoff", "first wait before retrying an unreachable source or sink (Flink's option; Go duration, e.g. 1s)"),
+	flagKey(secPipe, "restart-strategy.exponential-delay.max-backoff", "restart-max-backoff", "longest wait between retries (Flink's option; Go duration, e.g. 30s)"),
 	flagKey(secPipe, "memory-limit", "memory-limit", "soft limit of the Go memory, e.g. 128MiB; 0: none (shardsync key)"),
 	flagKey(secPipe, "ledger", "ledger", "ledger file (shardsync key)"),
 	flagKey(secPipe, "database-column", "database-column", "name of the source-database metadata column (shardsync key)"),
@@ -390,26 +411,32 @@ func loadPipelineFile(path string, getenv func(string) (string, bool), cli *pfla
 	if err != nil {
 		return jobOptions{}, nil, usagef("reading the pipeline file: %v", err)
 	}
-	o, warns, err := parsePipeline(path, b, getenv)
-	if err != nil {
-		return jobOptions{}, warns, err
-	}
+	o, warns, perr := parsePipeline(path, b, getenv)
 	if cli != nil {
 		if err := overlayFlags(&o, cli); err != nil {
-			return jobOptions{}, warns, err
+			return o, warns, errors.Join(perr, err)
 		}
 	}
-	return o, warns, nil
+	return o, warns, perr
 }
 
-// parsePipeline applies a pipeline file's text to the flags' defaults.
+// parsePipeline applies a pipeline file's text to the flags' defaults. It
+// reads the whole file: the error lists every problem (each with its line),
+// and the options hold every key that was good.
 func parsePipeline(path string, text []byte, getenv func(string) (string, bool)) (jobOptions, []string, error) {
 	var o jobOptions
 	fs := pflag.NewFlagSet("pipeline", pflag.ContinueOnError)
 	o.addFlags(fs)
-	st := &fileState{o: &o, fs: fs, path: path}
-	fail := func(line int, format string, args ...any) error {
-		return usageError{fmt.Errorf("%s:%d: %s", path, line, fmt.Sprintf(format, args...))}
+	st := &fileState{o: &o, fs: fs, path: path, lines: map[string]int{}}
+	fail := func(line int, format string, args ...any) {
+		st.problem(usageError{fmt.Errorf("%s:%d: %s", path, line, fmt.Sprintf(format, args...))})
+	}
+	done := func() (jobOptions, []string, error) {
+		o.fileLines = st.lines
+		if len(st.problems) > 0 {
+			return o, st.warnings, usageError{errors.Join(st.problems...)}
+		}
+		return o, st.warnings, nil
 	}
 
 	var doc yaml.Node
@@ -421,7 +448,7 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return o, nil, fail(root.Line, "the file must be a mapping with source:, sink:, route: and pipeline:")
+		return o, nil, usagef("%s:%d: the file must be a mapping with source:, sink:, route: and pipeline:", path, root.Line)
 	}
 	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
@@ -429,63 +456,56 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 		switch k.Value {
 		case "source", "sink", "pipeline", "route":
 			if seen[k.Value] != nil {
-				return o, nil, fail(k.Line, "%s: appears twice", k.Value)
+				fail(k.Line, "%s: appears twice", k.Value)
+				continue
 			}
 			seen[k.Value] = v
 		case "transform":
-			return o, nil, fail(k.Line, "transform: is not supported: shardsync writes each row as it is, plus the database and table metadata columns; remove the transform rules")
+			fail(k.Line, "transform: is not supported: shardsync writes each row as it is, plus the database and table metadata columns; remove the transform rules")
 		default:
-			return o, nil, fail(k.Line, "unknown key %q at the top level; did you mean %q? (known: source, sink, route, pipeline)", k.Value, closest(k.Value, pipelineSections))
+			fail(k.Line, "unknown key %q at the top level; did you mean %q? (known: source, sink, route, pipeline)", k.Value, closest(k.Value, pipelineSections))
 		}
 	}
 	src, sink := seen["source"], seen["sink"]
 	if src == nil {
-		return o, nil, fail(root.Line, "source: is missing (type: mysql, hostname, port, username, tables, ...)")
+		fail(root.Line, "source: is missing (type: mysql, hostname, port, username, tables, ...)")
+	} else {
+		applySection(st, secSource, src, getenv)
 	}
 	if sink == nil {
-		return o, nil, fail(root.Line, "sink: is missing (type: doris or maxcompute, ...)")
-	}
-	if err := applySection(st, secSource, src, getenv); err != nil {
-		return o, st.warnings, err
-	}
-	sinkType, err := sectionType(sink, path)
-	if err != nil {
-		return o, st.warnings, err
-	}
-	switch sinkType {
-	case "doris":
-		_ = fs.Set("sink", "doris")
-		err = applySection(st, secDoris, sink, getenv)
-	case "maxcompute":
-		_ = fs.Set("sink", "maxcompute")
-		err = applySection(st, secMC, sink, getenv)
-	default:
-		return o, st.warnings, fail(sink.Line, "sink type %q is not supported: use doris or maxcompute", sinkType)
-	}
-	if err != nil {
-		return o, st.warnings, err
+		fail(root.Line, "sink: is missing (type: doris or maxcompute, ...)")
+	} else if sinkType, err := sectionType(sink, path); err != nil {
+		st.problem(err)
+	} else {
+		switch sinkType {
+		case "doris":
+			_ = fs.Set("sink", "doris")
+			applySection(st, secDoris, sink, getenv)
+		case "maxcompute":
+			_ = fs.Set("sink", "maxcompute")
+			applySection(st, secMC, sink, getenv)
+		default:
+			fail(sink.Line, "sink type %q is not supported: use doris or maxcompute", sinkType)
+		}
 	}
 	if p := seen["pipeline"]; p != nil {
-		if err := applySection(st, secPipe, p, getenv); err != nil {
-			return o, st.warnings, err
-		}
+		applySection(st, secPipe, p, getenv)
 	}
 	if r := seen["route"]; r != nil {
-		if err := applyRoutes(st, r, getenv); err != nil {
-			return o, st.warnings, err
-		}
+		applyRoutes(st, r, getenv)
 	}
 	if st.host != "" || st.port != "" {
 		host, port := st.host, st.port
 		if host == "" {
-			return o, st.warnings, fail(src.Line, "source: port is set but hostname is not")
+			fail(src.Line, "source: port is set but hostname is not")
+			return done()
 		}
 		if port == "" {
 			port = "3306"
 		}
 		_ = fs.Set("mysql", net.JoinHostPort(host, port))
 	}
-	return o, st.warnings, nil
+	return done()
 }
 
 // sectionType reads a section's type: key.
@@ -510,14 +530,13 @@ func flatten(prefix string, n *yaml.Node, path string, out *[]flatEntry) error {
 	if n.Kind != yaml.MappingNode {
 		return usagef("%s:%d: %s must be a mapping of key: value", path, n.Line, strings.TrimSuffix(prefix, "."))
 	}
+	var errs []error
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		key := prefix + k.Value
 		switch v.Kind {
 		case yaml.MappingNode:
-			if err := flatten(key+".", v, path, out); err != nil {
-				return err
-			}
+			errs = append(errs, flatten(key+".", v, path, out))
 		case yaml.ScalarNode:
 			val := v.Value
 			if v.Tag == "!!null" {
@@ -525,10 +544,10 @@ func flatten(prefix string, n *yaml.Node, path string, out *[]flatEntry) error {
 			}
 			*out = append(*out, flatEntry{key: key, val: val, line: k.Line})
 		default:
-			return usagef("%s:%d: %s must be a single value", path, k.Line, key)
+			errs = append(errs, usagef("%s:%d: %s must be a single value", path, k.Line, key))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func sectionKeys(section string) []pipelineKey {
@@ -565,21 +584,25 @@ func unknownKeyError(path string, line int, section, key string) error {
 	return usageError{fmt.Errorf("%s:%d: unknown key %q in %s; did you mean %q? (see docs/configuration.md)", path, line, key, where, closest(key, names))}
 }
 
-func applySection(st *fileState, section string, n *yaml.Node, getenv func(string) (string, bool)) error {
+// applySection applies every entry of a section, recording each problem.
+func applySection(st *fileState, section string, n *yaml.Node, getenv func(string) (string, bool)) {
 	var entries []flatEntry
 	top := strings.Fields(section)[0]
-	if err := flatten("", n, st.path, &entries); err != nil {
-		return err
-	}
+	st.problem(flatten("", n, st.path, &entries))
 	for _, e := range entries {
 		k, ok := lookupKey(section, e.key)
 		if !ok {
-			return unknownKeyError(st.path, e.line, section, e.key)
+			st.problem(unknownKeyError(st.path, e.line, section, e.key))
+			continue
+		}
+		if k.Flag != "" {
+			st.lines[k.Flag] = e.line
 		}
 		raw := e.val
 		val, err := expandEnv(raw, getenv)
 		if err != nil {
-			return usagef("%s:%d: %s.%s: %v", st.path, e.line, top, e.key, err)
+			st.problem(usagef("%s:%d: %s.%s: %v", st.path, e.line, top, e.key, err))
+			continue
 		}
 		if k.Secret && raw != "" && !envRef.MatchString(raw) {
 			st.warn(e.line, "%s.%s is written in the file in plain text; prefer ${ENV_VAR} (the value is not shown)", top, e.key)
@@ -589,13 +612,16 @@ func applySection(st *fileState, section string, n *yaml.Node, getenv func(strin
 			if k.Secret {
 				what = "(secret not shown)"
 			}
-			return usagef("%s:%d: %s.%s %s: %v", st.path, e.line, top, e.key, what, unwrapUsage(err))
+			st.problem(usagef("%s:%d: %s.%s %s: %v", st.path, e.line, top, e.key, what, unwrapUsage(err)))
+			if f := st.fs.Lookup(k.Flag); f != nil && k.Kind == keySetsFlag {
+				_ = f.Value.Set(f.DefValue) // the problem is named once, not again by the job's checks
+			}
+			continue
 		}
 		if k.Kind == keyIgnored {
 			st.warn(e.line, "%s.%s: %s", top, e.key, k.Doc)
 		}
 	}
-	return nil
 }
 
 func applyKey(st *fileState, k pipelineKey, key, val string) error {
@@ -621,24 +647,28 @@ func unwrapUsage(err error) error {
 	return err
 }
 
-func applyRoutes(st *fileState, n *yaml.Node, getenv func(string) (string, bool)) error {
+func applyRoutes(st *fileState, n *yaml.Node, getenv func(string) (string, bool)) {
 	if n.Kind != yaml.SequenceNode {
-		return usagef("%s:%d: route: must be a list of rules (- source-table: ..., sink-table: ...)", st.path, n.Line)
+		st.problem(usagef("%s:%d: route: must be a list of rules (- source-table: ..., sink-table: ...)", st.path, n.Line))
+		return
 	}
 	for _, item := range n.Content {
 		var entries []flatEntry
 		if err := flatten("route.", item, st.path, &entries); err != nil {
-			return err
+			st.problem(err)
+			continue
 		}
 		var r routeSpec
 		for _, e := range entries {
 			key := strings.TrimPrefix(e.key, "route.")
 			if _, ok := lookupKey(secRoute, key); !ok {
-				return unknownKeyError(st.path, e.line, secRoute, key)
+				st.problem(unknownKeyError(st.path, e.line, secRoute, key))
+				continue
 			}
 			val, err := expandEnv(e.val, getenv)
 			if err != nil {
-				return usagef("%s:%d: route.%s: %v", st.path, e.line, key, err)
+				st.problem(usagef("%s:%d: route.%s: %v", st.path, e.line, key, err))
+				continue
 			}
 			switch key {
 			case "source-table":
@@ -652,11 +682,12 @@ func applyRoutes(st *fileState, n *yaml.Node, getenv func(string) (string, bool)
 			}
 		}
 		if r.Source == "" || r.Sink == "" {
-			return usagef("%s:%d: a route needs source-table and sink-table", st.path, item.Line)
+			st.problem(usagef("%s:%d: a route needs source-table and sink-table", st.path, item.Line))
+			continue
 		}
+		st.lines["route"] = item.Line
 		st.o.routes = append(st.o.routes, r)
 	}
-	return nil
 }
 
 // mapFlag returns the map a map-valued flag is bound to.

@@ -96,6 +96,7 @@ type comparableJob struct {
 func viewJob(j *job) comparableJob {
 	v := comparableJob{Opts: j.opts, Target: j.target, MySQLPW: j.mysqlPW, Prefix: j.prefix, Ledger: j.ledger,
 		Interval: j.coordCfg.CheckpointInterval, MaxRows: j.coordCfg.MaxEpochRows}
+	v.Opts.fileLines = nil // where a file set a flag, not what the job does
 	for _, p := range j.pats {
 		v.Patterns = append(v.Patterns, p.src)
 	}

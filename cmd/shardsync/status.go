@@ -26,7 +26,7 @@ import (
 type statusReport struct {
 	Job    string        `json:"job,omitempty"`
 	State  string        `json:"state"` // running, stopped
-	Phase  string        `json:"phase"` // recovering, connecting, snapshot, streaming, failed
+	Phase  string        `json:"phase"` // recovering, connecting, snapshot, streaming, waiting, failed
 	From   string        `json:"from"`  // where the report came from
 	Ledger string        `json:"ledger,omitempty"`
 	Uptime string        `json:"uptime,omitempty"`
@@ -43,6 +43,8 @@ type statusReport struct {
 
 	Unfinished []unfinishedEpoch `json:"unfinished"`
 	InDoubt    bool              `json:"in_doubt"`
+	// Unreachable lists the components the job is waiting for (outages).
+	Unreachable []outageStatus `json:"unreachable,omitempty"`
 }
 
 type tableStatus struct {
@@ -82,6 +84,9 @@ func (m *monitor) status() statusReport {
 	}
 	led := m.led
 	m.mu.Unlock()
+	if down := m.unreachable(); len(down) > 0 {
+		r.Unreachable = down
+	}
 	if src != nil {
 		r.Flavor = src.Flavor()
 		for _, t := range src.Progress().Tables {
@@ -305,6 +310,10 @@ func printStatus(w io.Writer, r statusReport) error {
 	}
 	if r.FreshnessSeconds != nil {
 		fmt.Fprintf(w, "freshness:       %.1fs since the newest visible source commit\n", *r.FreshnessSeconds)
+	}
+	for _, d := range r.Unreachable {
+		fmt.Fprintf(w, "unreachable:     %s %s since %s (%s), %d attempts; last error: %s\n", d.Component, d.Addr,
+			d.Since.Format(time.RFC3339), time.Duration(d.Seconds*float64(time.Second)).Round(time.Second), d.Attempts, d.LastError)
 	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "last error:      %s\n", r.Error)

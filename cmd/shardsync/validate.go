@@ -5,15 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/shardsync/shardsync/ledger"
 	"github.com/shardsync/shardsync/twopc"
@@ -30,22 +33,93 @@ addresses, secrets present), then connects to the source (binlog settings,
 matching shards and the targets they go to), to the sinks, and opens the
 ledger read-only to report unfinished epochs. Nothing is written anywhere.
 
+Every problem is listed in one run, each with its line in the pipeline
+file: unknown keys, missing sections, bad values, and then the connection
+checks of every address that could be read (unreachable hosts).
+
 Exit code 0: ready to run; 2: the configuration is wrong; 1: a connection
 check failed (each check is printed).`,
 		Example: `  shardsync validate -f pipeline.yaml
   shardsync validate -f pipeline.yaml --mysql 127.0.0.1:3307`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			j, err := prepareFromCommand(cmd.Flags(), opts, file, cmd.ErrOrStderr(), io.Discard)
-			if err != nil {
-				return err
-			}
-			return j.validate(cmd.Context(), cmd.OutOrStdout())
+			return validateAll(cmd.Context(), cmd.Flags(), opts, file, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	opts.addFlags(cmd.Flags())
 	cmd.Flags().StringVarP(&file, "file", "f", "", "Flink CDC pipeline YAML; flags override it")
 	return cmd
+}
+
+// validateAll lists every configuration problem (with its line in the
+// pipeline file), then runs the connection checks of every address that
+// could be read.
+func validateAll(ctx context.Context, flags *pflag.FlagSet, opts jobOptions, file string, w, stderr io.Writer) error {
+	var problems []error
+	if file != "" {
+		o, warns, err := loadPipelineFile(file, osLookupEnv, flags)
+		if err != nil && o.fileLines == nil && len(warns) == 0 {
+			return err // unreadable, not YAML, empty: nothing more to check
+		}
+		problems = append(problems, leaves(err)...)
+		opts = o
+		for _, wn := range warns {
+			fmt.Fprintln(stderr, "warning:", wn)
+		}
+	}
+	log := slog.New(slog.DiscardHandler)
+	if l, err := newLogger(stderr, opts.logFormat, opts.logLevel); err == nil {
+		log = l
+	}
+	j, perrs := prepareAll(opts, log, io.Discard)
+	for _, e := range perrs {
+		problems = append(problems, leaves(e)...)
+	}
+	if len(problems) == 0 {
+		return j.validate(ctx, w)
+	}
+	fmt.Fprintf(w, "configuration: %d problem(s)\n", len(problems))
+	for _, p := range problems {
+		fmt.Fprintf(w, "FAIL %s\n", withLine(errText(unwrapUsage(p)), file, opts.fileLines))
+	}
+	if failed := j.checkConnections(ctx, w); failed > 0 {
+		fmt.Fprintf(w, "%d connection check(s) failed\n", failed)
+	}
+	return usagef("%d configuration problem(s); fix them and run validate again", len(problems))
+}
+
+// leaves splits joined errors into the single problems they hold.
+func leaves(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if u, ok := err.(usageError); ok {
+		err = u.err
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, leaves(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+var flagRef = regexp.MustCompile(`--([a-z0-9][a-z0-9-]*)`)
+
+// withLine prefixes a flag's problem with the line of the pipeline-file
+// key that set the flag, when one did and the text has no line yet.
+func withLine(msg, file string, lines map[string]int) string {
+	if file == "" || strings.HasPrefix(msg, file+":") {
+		return msg
+	}
+	for _, m := range flagRef.FindAllStringSubmatch(msg, -1) {
+		if l, ok := lines[m[1]]; ok {
+			return fmt.Sprintf("%s:%d: %s", file, l, msg)
+		}
+	}
+	return msg
 }
 
 // validate checks the connections and the ledger without writing.
@@ -54,6 +128,16 @@ func (j *job) validate(ctx context.Context, w io.Writer) error {
 	if len(j.rules) > 0 {
 		fmt.Fprint(w, indent(describeRules(j.rules)))
 	}
+	if failed := j.checkConnections(ctx, w); failed > 0 {
+		return fmt.Errorf("%d check(s) failed; fix them and run validate again", failed)
+	}
+	fmt.Fprintln(w, "ready to run")
+	return nil
+}
+
+// checkConnections runs every connection check, printing each, and
+// returns how many failed.
+func (j *job) checkConnections(ctx context.Context, w io.Writer) int {
 	failed := 0
 	check := func(what string, err error) {
 		if err != nil {
@@ -88,11 +172,7 @@ func (j *job) validate(ctx context.Context, w io.Writer) error {
 		check("maxcompute endpoint "+j.mcCfg.Endpoint+" (reachable; credentials are checked at start)", httpReachable(ctx, j.mcCfg.Endpoint, "", ""))
 	}
 	check("ledger "+j.ledger, j.checkLedger(w))
-	if failed > 0 {
-		return fmt.Errorf("%d check(s) failed; fix them and run validate again", failed)
-	}
-	fmt.Fprintln(w, "ready to run")
-	return nil
+	return failed
 }
 
 // checkSource logs in and checks the binlog settings shardsync needs.
