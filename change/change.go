@@ -227,7 +227,9 @@ type Event struct {
 	Kind   EventKind
 	Rows   []Row
 	Schema *TableSchema
-	Delete *ShardDelete // set on EventShardDelete
-	Token  Token        // set on EventCommit, EventProgress and EventShardDelete
-	Time   time.Time    // source commit time (binlog event time); zero for snapshot rows
+	// Deletes are set on EventShardDelete: every shard one statement
+	// removes (DROP DATABASE may name several), applied together.
+	Deletes []ShardDelete
+	Token   Token     // set on EventCommit, EventProgress and EventShardDelete
+	Time    time.Time // source commit time (binlog event time); zero for snapshot rows
 }

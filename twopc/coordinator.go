@@ -480,7 +480,7 @@ func (r *run) apply(cur *epoch, ev change.Event) (string, error) {
 		}
 		return "schema", nil
 	case change.EventShardDelete:
-		if !cur.atBoundary || ev.Delete == nil || ev.Token == nil {
+		if !cur.atBoundary || len(ev.Deletes) == 0 || ev.Token == nil {
 			return "", fmt.Errorf("source emitted a shard delete inside a source transaction (or without a delete or token) in epoch %d: %w", cur.n, ErrProtocol)
 		}
 		return "shard delete", nil

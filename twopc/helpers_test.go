@@ -92,7 +92,7 @@ func (s *script) open(t *testing.T, from change.Token) *source {
 			evs = append(evs, change.Event{Kind: change.EventSchema, Schema: tx.schema})
 		}
 		if tx.del != nil {
-			evs = append(evs, change.Event{Kind: change.EventShardDelete, Delete: tx.del, Token: tokenOf(i + 1)})
+			evs = append(evs, change.Event{Kind: change.EventShardDelete, Deletes: []change.ShardDelete{*tx.del}, Token: tokenOf(i + 1)})
 			continue
 		}
 		for j := 0; j < len(tx.rows); j += s.chunk {

@@ -51,24 +51,29 @@ func (c *Coordinator) checkDeleters(d change.ShardDelete) error {
 // is COMMITTED in the ledger and the resume position is ev.Token.
 func (r *run) applyDelete(cur *epoch, ev change.Event) error {
 	c := r.c
-	if err := c.checkDeleters(*ev.Delete); err != nil {
-		return err
+	for _, d := range ev.Deletes {
+		if err := c.checkDeleters(d); err != nil {
+			return err
+		}
 	}
 	if err := r.waitSettled(); err != nil {
 		return err
 	}
 	t0 := time.Now()
-	if err := c.ledger.RecordDeletes(r.work, cur.n, cur.start, ev.Token, []change.ShardDelete{*ev.Delete}); err != nil {
-		return fmt.Errorf("recording the delete of shard %s from %s: %w", ev.Delete.Shard, ev.Delete.Target, err)
+	first := ev.Deletes[0]
+	if err := c.ledger.RecordDeletes(r.work, cur.n, cur.start, ev.Token, ev.Deletes); err != nil {
+		return fmt.Errorf("recording the delete of shard %s from %s: %w", first.Shard, first.Target, err)
 	}
-	if err := runDeletes(r.work, c.sinks, c.cfg.Commit, c, cur.n, []change.ShardDelete{*ev.Delete}); err != nil {
+	if err := runDeletes(r.work, c.sinks, c.cfg.Commit, c, cur.n, ev.Deletes); err != nil {
 		return fmt.Errorf("%w; delete epoch %d stays PRECOMMITTED and the next start runs it again: %w", err, cur.n, ErrRestart)
 	}
-	if err := c.ledger.Commit(r.work, cur.n, "shard delete: "+ev.Delete.Cause); err != nil {
+	if err := c.ledger.Commit(r.work, cur.n, "shard delete: "+first.Cause); err != nil {
 		return fmt.Errorf("recording delete epoch %d as COMMITTED: %w; the next start runs it again (idempotent): %w", cur.n, err, ErrRestart)
 	}
 	r.lastResume = ev.Token // the committer is idle: waitSettled and the next hand-off order this write
-	c.log.Info("shard rows deleted", "epoch", cur.n, "shard", ev.Delete.Shard.String(), "target", ev.Delete.Target.String(), "cause", ev.Delete.Cause)
+	for _, d := range ev.Deletes {
+		c.log.Info("shard rows deleted", "epoch", cur.n, "shard", d.Shard.String(), "target", d.Target.String(), "cause", d.Cause)
+	}
 	c.obs.EpochFinished(EpochStats{Epoch: cur.n, Outcome: "committed", Cut: "shard delete", Commit: time.Since(t0)})
 	return nil
 }
