@@ -42,8 +42,11 @@ func TestShardLifecycleKeep(t *testing.T) {
 	var n int
 	c.run(t.Context(), src, func() bool { n++; return n > 2 })
 	require.False(t, src.Progress().Done, "the snapshot must still run")
-	require.NoError(t, m.Exec("TRUNCATE TABLE emp_1.employees_1", "UPDATE emp_2.employees_1 SET last_name = 'upd' WHERE emp_no < 30"))
-	insertRows(t, m, sid("emp_1", "employees_1"), 1, 5)
+	// keys in the range of the chunks read after the truncate
+	require.NoError(t, m.Exec("TRUNCATE TABLE emp_1.employees_1",
+		"INSERT INTO emp_1.employees_1 SELECT * FROM emp_2.employees_1 WHERE emp_no > 390",
+		"UPDATE emp_2.employees_1 SET last_name = 'upd' WHERE emp_no < 30"))
+	insertRows(t, m, sid("emp_1", "employees_1"), 1001, 1005)
 	end := currentPos(t, m)
 	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
 
