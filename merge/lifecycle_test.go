@@ -140,3 +140,58 @@ func TestShardLifecycleDeleteAndDecisions(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, want.Merge(now).Diff(c.strState(), 10))
 }
+
+// Column changes: ignore keeps the target's columns (no schema change,
+// rows go on); exception stops naming the position, and an apply decision
+// applies the change as evolve does.
+func TestSchemaChangeBehaviorOnAlter(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{ServerID: 33})
+	spec := testenv.ShardSpec{Databases: 1, Tables: 2, Rows: 20, Seed: 5}
+	require.NoError(t, spec.Create(t.Context(), m))
+	cfg := testConfig(t, m, empRoute(t))
+	cfg.SchemaChange = BehaviorIgnore
+	src, err := Open(t.Context(), cfg, nil, discardLogger())
+	require.NoError(t, err)
+	c := newConsumer(t)
+	end := currentPos(t, m)
+	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
+	target := src.Targets()[0].Target
+	cols := len(c.schemas[target].Columns)
+	require.NoError(t, m.Exec("ALTER TABLE emp_1.employees_1 ADD COLUMN extra INT"))
+	insertRows(t, m, sid("emp_1", "employees_1"), 900, 901)
+	end = currentPos(t, m)
+	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
+	require.Len(t, c.schemas[target].Columns, cols, "ignore: the target keeps its columns")
+	require.Contains(t, c.state, rowKey{"emp_1", "employees_1", "901|"})
+	require.NoError(t, src.Close())
+
+	cfg.SchemaChange = BehaviorException
+	src, err = Open(t.Context(), cfg, c.token, discardLogger())
+	require.NoError(t, err)
+	require.NoError(t, m.Exec("ALTER TABLE emp_1.employees_2 ADD COLUMN extra2 INT"))
+	insertRows(t, m, sid("emp_1", "employees_2"), 900, 900)
+	var stop *EventStopError
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for {
+		ev, err := src.Next(ctx)
+		if err != nil {
+			require.True(t, errors.As(err, &stop), "%v", err)
+			break
+		}
+		c.handle(ev)
+	}
+	require.NoError(t, src.Close())
+	require.Contains(t, stop.Statement, "extra2")
+	cfg.Decisions = map[string]string{stop.Position(): DecisionApply}
+	src, err = Open(t.Context(), cfg, c.token, discardLogger())
+	require.NoError(t, err)
+	defer src.Close()
+	end = currentPos(t, m)
+	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
+	// +2: extra (ignored before, taken in by the reopen's schema reading,
+	// a documented limit of ignore) and extra2 (applied)
+	require.Len(t, c.schemas[target].Columns, cols+2, "apply: the column is added to the target")
+	require.Contains(t, c.state, rowKey{"emp_1", "employees_2", "900|"})
+}
