@@ -106,9 +106,6 @@ func plan(l *ledger.Ledger, assume map[uint64]Outcome) (*RecoveryPlan, error) {
 		case e.State == ledger.StateOpen:
 			it.Action, it.Txns = ActionAbort, convert(e.Intents)
 			it.Explain = fmt.Sprintf("never reached its commit point: abort %d label(s) at the sinks, mark ABORTED; its rows are read again", len(e.Intents))
-		case len(e.Deletes) > 0 && stopped == 0:
-			it.Action, it.Txns, it.Deletes = ActionDelete, convert(e.Prepared), e.Deletes
-			it.Explain = fmt.Sprintf("a shard delete whose decision was recorded: run its %d delete(s) on every sink again (safe: no later rows of the shard were committed), mark COMMITTED", len(e.Deletes))
 		case stopped != 0:
 			it.Action, it.Txns, it.Deletes = ActionAbortLater, convert(e.Prepared), e.Deletes
 			it.Explain = fmt.Sprintf("earlier epoch %d does not commit, so this one cannot either: abort its %d txn(s), mark ABORTED", stopped, len(e.Prepared))
@@ -118,6 +115,9 @@ func plan(l *ledger.Ledger, assume map[uint64]Outcome) (*RecoveryPlan, error) {
 		case assume[e.Number] == Aborted:
 			it.Action, it.Txns = ActionAssumeAborted, convert(e.Prepared)
 			it.Explain = "operator says its rows are not in the targets: abort each txn, mark ABORTED and re-read from its start"
+		case len(e.Deletes) > 0:
+			it.Action, it.Txns, it.Deletes = ActionDelete, convert(e.Prepared), e.Deletes
+			it.Explain = fmt.Sprintf("a shard delete whose decision was recorded: run its %d delete(s) on every sink again (safe: no later rows of the shard were committed), mark COMMITTED", len(e.Deletes))
 		default:
 			it.Action, it.Txns = ActionCommit, convert(e.Prepared)
 			it.Explain = fmt.Sprintf("reached its commit point: commit %d txn(s), mark COMMITTED; if a sink says a txn was aborted, "+

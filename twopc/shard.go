@@ -103,8 +103,20 @@ func runDeletes(ctx context.Context, sinks []Sink, p RetryPolicy, c *Coordinator
 				return fmt.Errorf("sink %s cannot delete the rows of shard %s from %s: %w", s.Name(), d.Shard, d.Target, ErrShardDelete)
 			}
 			t0 := time.Now()
+			var refused error
 			_, err := settle(ctx, p, c.log, fmt.Sprintf("deleting shard %s from %s on sink %s (epoch %d)", d.Shard, d.Target, s.Name(), n),
-				func(ctx context.Context) (Outcome, error) { return Committed, del.DeleteShard(ctx, d) })
+				func(ctx context.Context) (Outcome, error) {
+					if err := del.DeleteShard(ctx, d); errors.Is(err, ErrShardDelete) {
+						refused = err // no retry helps: the operator decides
+						return Unknown, nil
+					} else if err != nil {
+						return Unknown, err
+					}
+					return Committed, nil
+				})
+			if refused != nil {
+				err = refused
+			}
 			c.obs.SinkCall(s.Name(), "delete", time.Since(t0), err)
 			if err != nil {
 				return err

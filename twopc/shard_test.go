@@ -177,3 +177,36 @@ func TestShardDeleteStopsWhenASinkCannotDelete(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, tokenOf(5), res)
 }
+
+// A recorded delete that a sink keeps refusing stops recovery; the
+// operator settles it with an assumption (here: aborted, so the source
+// re-reads the statement, where skip-event decides it).
+func TestShardDeleteRefusedIsResolvedByTheOperator(t *testing.T) {
+	l := openLedger(t, "")
+	d := twopctest.NewSink("doris")
+	refuse := twopctest.Faults{Before: func(op twopctest.Op, _ uint64, _ string) error {
+		if op == twopctest.OpDeleteShard {
+			return twopc.ErrShardDelete
+		}
+		return nil
+	}}
+	d.SetFaults(refuse)
+	c, err := twopc.New(testConfig(), l, []twopc.Sink{d}, testLogger(t))
+	require.NoError(t, err)
+	s := deleteScript(12, 6)
+	src := s.open(t, nil)
+	err = runUntil(t, c, src, src.done)
+	require.ErrorIs(t, err, twopc.ErrShardDelete)
+	_, err = twopc.Resolve(context.Background(), l, []twopc.Sink{d}, twopc.ResolveOptions{Retry: testConfig().Commit}, testLogger(t))
+	require.ErrorIs(t, err, twopc.ErrShardDelete)
+	un, err := l.Unfinished()
+	require.NoError(t, err)
+	require.Len(t, un, 1)
+	rep, err := twopc.Resolve(context.Background(), l, []twopc.Sink{d}, twopc.ResolveOptions{Assume: map[uint64]twopc.Outcome{un[0].Number: twopc.Aborted}, Retry: testConfig().Commit}, testLogger(t))
+	require.NoError(t, err)
+	require.Equal(t, tokenOf(6), rep.Resume)
+	e, err := l.Epoch(un[0].Number)
+	require.NoError(t, err)
+	require.Equal(t, ledger.StateAborted, e.State)
+	require.Empty(t, d.Deletes())
+}
