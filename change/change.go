@@ -205,7 +205,26 @@ const (
 	EventCommit                        // the current source transaction ended at Token
 	EventSchema                        // Schema: a target's schema (before rows that need it)
 	EventProgress                      // Token advanced without rows (heartbeat, skipped txn, finished chunk)
+	// EventShardDelete: every row of one shard leaves its target (TRUNCATE
+	// of the shard, or DROP/RENAME when the job is set to delete). Token is
+	// the boundary right after the statement; the event is its own source
+	// transaction.
+	EventShardDelete
 )
+
+// ShardDelete asks the sinks to remove from Target every row whose
+// metadata columns name Shard: the rows where DatabaseColumn = Shard.Database
+// and TableColumn = Shard.Table. Applying it twice is the same as once as
+// long as no newer row of the shard reached the target in between, which
+// the coordinator's ordering guarantees.
+type ShardDelete struct {
+	Target         TableID `json:"target"`
+	Shard          TableID `json:"shard"`
+	DatabaseColumn string  `json:"database_column"`
+	TableColumn    string  `json:"table_column"`
+	// Cause is the source statement, for messages and the ledger.
+	Cause string `json:"cause,omitempty"`
+}
 
 // Event is one item of the ordered change stream. Rows of one source
 // transaction may span several EventRows events (huge transactions are
@@ -215,6 +234,9 @@ type Event struct {
 	Kind   EventKind
 	Rows   []Row
 	Schema *TableSchema
-	Token  Token     // set on EventCommit and EventProgress
-	Time   time.Time // source commit time (binlog event time); zero for snapshot rows
+	// Deletes are set on EventShardDelete: every shard one statement
+	// removes (DROP DATABASE may name several), applied together.
+	Deletes []ShardDelete
+	Token   Token     // set on EventCommit, EventProgress and EventShardDelete
+	Time    time.Time // source commit time (binlog event time); zero for snapshot rows
 }

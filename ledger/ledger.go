@@ -114,6 +114,9 @@ type Epoch struct {
 	Updated  time.Time `json:"updated"`
 	// Note says why the epoch was aborted or how an operator resolved it.
 	Note string `json:"note,omitempty"`
+	// Deletes are the shard deletes of a delete epoch (see RecordDeletes):
+	// it has no sink transactions, only these statements to run.
+	Deletes []change.ShardDelete `json:"deletes,omitempty"`
 }
 
 // Options tune Open.

@@ -290,3 +290,23 @@ func TestLedgerIDAssignedToOldLedger(t *testing.T) {
 	require.Equal(t, id, l.ID())
 	require.True(t, l.IDAssigned())
 }
+
+func TestDecisionsPersist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	l, err := Open(path, Options{})
+	require.NoError(t, err)
+	got, err := l.Decisions()
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.Error(t, l.Decide(t.Context(), Decision{Position: "0-1-5", Action: "maybe"}))
+	require.NoError(t, l.Decide(t.Context(), Decision{Position: "0-1-5", Action: "skip"}))
+	require.NoError(t, l.Decide(t.Context(), Decision{Position: "0-1-5", Action: "apply", Note: "changed my mind"}))
+	require.NoError(t, l.Close())
+	l, err = Open(path, Options{})
+	require.NoError(t, err)
+	defer l.Close()
+	got, err = l.Decisions()
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, "apply", got[0].Action)
+}

@@ -74,10 +74,14 @@ type binlogReader struct {
 	// id. go-mysql makes a new TableMapEvent for every table map in the
 	// binlog (one per table per transaction), so a cache keyed by the
 	// event itself would grow with the binlog.
-	tmCache      map[uint64]tmEntry
-	lastProgress time.Time
-	unreported   bool // boundaries passed since the last token emitted
-	meta         *client.Conn
+	tmCache map[uint64]tmEntry
+	// pendingDeletes and pendingJoins are what the statement being
+	// handled does to shards (lifecycle.go), carried out by commit.
+	pendingDeletes []change.ShardDelete
+	pendingJoins   []*shard
+	lastProgress   time.Time
+	unreported     bool // boundaries passed since the last token emitted
+	meta           *client.Conn
 }
 
 func (s *Source) runBinlog(ctx context.Context) error {
@@ -305,7 +309,7 @@ func (r *binlogReader) handle(ctx context.Context, ev *replication.BinlogEvent) 
 			return r.commit(ctx, h)
 		case hasPrefixFold(q, "SAVEPOINT"), hasPrefixFold(q, "ROLLBACK TO"), hasPrefixFold(q, "RELEASE SAVEPOINT"):
 		default:
-			if err := r.ddl(ctx, string(e.Schema), q); err != nil {
+			if err := r.ddl(ctx, string(e.Schema), q, h); err != nil {
 				return err
 			}
 			if r.ddlEndsTxn(h) {
@@ -422,6 +426,14 @@ func (r *binlogReader) commit(ctx context.Context, h *replication.EventHeader) e
 		}
 		clear(st.Tables[len(kept):])
 		st.Tables = kept
+	}
+	if len(r.pendingDeletes)+len(r.pendingJoins) > 0 {
+		if err := r.finishLifecycle(ctx); err != nil {
+			return err
+		}
+		if !hadRows {
+			return nil
+		}
 	}
 	if hadRows {
 		r.unreported = false
@@ -704,20 +716,15 @@ func filterKey(sh *shard, vals []change.Value, kinds []change.Kind) []change.Val
 }
 
 // ddl applies a DDL statement to the routed shards it names.
-func (r *binlogReader) ddl(ctx context.Context, schema, q string) error {
+func (r *binlogReader) ddl(ctx context.Context, schema, q string, h *replication.EventHeader) error {
 	st := parseDDL(schema, q)
-	if st.kind == ddlOther {
+	switch st.kind {
+	case ddlOther:
 		return nil
+	case ddlDropDatabase, ddlDrop, ddlTruncate, ddlRename:
+		return r.lifecycle(ctx, st, q, h)
 	}
-	if st.kind == ddlDropDatabase {
-		for id := range r.s.shards {
-			if id.Database == st.db {
-				return fatal(fmt.Errorf("%w: DROP DATABASE %s drops shard %s of target %s, which cannot be applied to the merged target; statement: %s", ErrIncompatibleSchema, st.db, id, r.s.shards[id].target.id, q))
-			}
-		}
-		return nil
-	}
-	for i, id := range st.tables {
+	for _, id := range st.tables {
 		sh := r.s.shards[id]
 		ri := routeOf(r.s.sh.cfg.Routes, id)
 		switch st.kind {
@@ -740,16 +747,11 @@ func (r *binlogReader) ddl(ctx context.Context, schema, q string) error {
 			if err != nil {
 				return err
 			}
+			if done, err := r.alterBehavior(sh, cols, key, q, h); done || err != nil {
+				return err
+			}
 			if err := r.s.changeShard(ctx, sh, cols, key, q); err != nil {
 				return fatal(err)
-			}
-		case ddlRename:
-			if sh != nil || (i%2 == 1 && ri >= 0) {
-				return fatal(fmt.Errorf("%w: RENAME involving shard %s cannot be applied to a merged target (rows would appear or vanish without binlog events); re-snapshot after renaming; statement: %s", ErrIncompatibleSchema, id, q))
-			}
-		case ddlDrop, ddlTruncate:
-			if sh != nil {
-				return fatal(fmt.Errorf("%w: shard %s of target %s was dropped or truncated, which shardsync does not apply to the merged target; statement: %s", ErrIncompatibleSchema, id, sh.target.id, q))
 			}
 		}
 	}

@@ -118,6 +118,19 @@ type Config struct {
 	// doubles up to 30s.
 	ConnectRetries int
 	RetryBackoff   time.Duration
+
+	// SchemaChange is Flink CDC's schema.change.behavior: exception,
+	// evolve, try_evolve, lenient (default) or ignore; lifecycle.go and
+	// docs/shard-merging.md say what each does with each statement.
+	SchemaChange string
+	// DroppedShardRows is what a DROP (or RENAME out of the routes) of a
+	// shard does to its rows in the target: keep or delete; empty means
+	// delete under evolve and try_evolve, keep otherwise.
+	DroppedShardRows string
+	// Decisions are operator decisions on single source events that
+	// stopped the job (`shardsync skip-event`): skip or apply, keyed by
+	// the event's GTID or binlog file:offset (EventStopError.Position).
+	Decisions map[string]string
 }
 
 // DefaultConfig returns a Config with every default filled in; callers set
@@ -222,6 +235,7 @@ func (c Config) Validate() error {
 	if c.Heartbeat < time.Millisecond || c.ReadTimeout <= c.Heartbeat {
 		errs = append(errs, fmt.Errorf("heartbeat %s and read timeout %s: the read timeout must exceed the heartbeat", c.Heartbeat, c.ReadTimeout))
 	}
+	errs = append(errs, c.validateLifecycle()...)
 	if c.ConnectRetries < 0 {
 		errs = append(errs, fmt.Errorf("connect retries %d must not be negative", c.ConnectRetries))
 	}

@@ -50,6 +50,7 @@ type consumer struct {
 	seen     map[string]int
 	identify func(r change.Row, schema change.Schema) []string
 	commits  int
+	deletes  []change.ShardDelete
 }
 
 func newConsumer(t testing.TB) *consumer {
@@ -124,6 +125,18 @@ func (c *consumer) handle(ev change.Event) bool {
 		if ev.Kind == change.EventCommit {
 			c.commits++
 		}
+		return true
+	case change.EventShardDelete:
+		require.Empty(c.t, c.pending, "shard delete inside a transaction")
+		for _, d := range ev.Deletes {
+			for k := range c.state {
+				if k.db == d.Shard.Database && k.table == d.Shard.Table {
+					delete(c.state, k)
+				}
+			}
+		}
+		c.token = ev.Token
+		c.deletes = append(c.deletes, ev.Deletes...)
 		return true
 	}
 	c.t.Fatalf("unexpected event kind %d", ev.Kind)

@@ -91,6 +91,7 @@ type piece struct {
 	hw    binPos
 	n     int64
 	table *tableSnap
+	cut   bool // on final: the table vanished while it was read
 }
 
 func send[T any](ctx context.Context, ch chan<- T, v T) error {
@@ -283,6 +284,9 @@ func (s *Source) emitChunks(ctx context.Context, ready <-chan chan piece) error 
 				final = true
 				t := p.table
 				t.addChunk(p.hi, p.hw, p.n)
+				if p.cut {
+					t.Cut, t.Done = true, true
+				}
 				s.enc.dirty = true
 				s.noteChunk(t, p.n)
 				if err := s.emit(ctx, change.Event{Kind: change.EventCommit, Token: s.enc.encode(s.state)}); err != nil {
@@ -480,8 +484,35 @@ func (s *Source) snapshotTable(ctx context.Context, conn *client.Conn, t *tableS
 				}
 				return nil
 			}, nil)
+			for retry := 0; err != nil && n == 0 && isTableDefChanged(err) && retry < 20; retry++ {
+				// TRUNCATE (or another DDL) after the read view: read the
+				// chunk again in a new one (its state at the new position)
+				_, _ = conn.Execute("ROLLBACK")
+				if hw, err = snapshotPos(conn); err != nil {
+					return nil, fmt.Errorf("snapshot of %s: %w", sh.id, err)
+				}
+				err = conn.ExecuteSelectStreaming(query, &result, func(fv []mysql.FieldValue) error {
+					after, err := s.snapshotRow(sh, fv, q.keyIdx, last)
+					if err != nil {
+						return err
+					}
+					batch = append(batch, change.Row{Op: change.Insert, Target: sh.target.id, Source: sh.id, After: after})
+					n++
+					if len(batch) == batchRows {
+						if err := send(ctx, ch, piece{rows: batch}); err != nil {
+							return err
+						}
+						batch = make([]change.Row, 0, batchRows)
+					}
+					return nil
+				}, nil)
+			}
 			if err != nil {
 				_, _ = conn.Execute("ROLLBACK")
+				if isNoSuchTable(err) {
+					s.sh.log.Warn("a shard vanished while its snapshot was read: its snapshot ends here", "shard", sh.id.String())
+					return nil, send(ctx, ch, piece{rows: batch, final: true, hw: hw, n: n, table: t, cut: true})
+				}
 				return nil, fmt.Errorf("reading a chunk of %s: %w", sh.id, err)
 			}
 			if _, err := conn.Execute("COMMIT"); err != nil {
@@ -534,6 +565,10 @@ func (s *Source) snapshotWhole(ctx context.Context, conn *client.Conn, t *tableS
 		return nil
 	}, nil)
 	if err != nil {
+		if isNoSuchTable(err) {
+			s.sh.log.Warn("a shard vanished while its snapshot was read: its snapshot ends here", "shard", sh.id.String())
+			return send(ctx, ch, piece{rows: batch, final: true, hw: hw, n: n, table: t, cut: true})
+		}
 		return fmt.Errorf("reading %s: %w", sh.id, err)
 	}
 	return send(ctx, ch, piece{rows: batch, final: true, hw: hw, n: n, table: t})

@@ -33,6 +33,7 @@ type Source struct {
 	targetOrder []change.TableID
 	shards      map[change.TableID]*shard
 	progress    map[change.TableID]*TableProgress
+	departed    []Departed
 
 	// owned by the producer goroutine
 	// schemaGen counts schema changes of shards and targets (views of
@@ -227,7 +228,10 @@ func (s *Source) discover(conn *client.Conn, fresh bool) error {
 	}
 	for _, t := range s.state.Tables {
 		if !t.Done && s.shards[t.id()] == nil {
-			return fmt.Errorf("table %s, whose snapshot the token has not finished, no longer exists or no longer matches a route: open without a token to snapshot again", t.id())
+			// Dropped (or renamed away) while its snapshot was unfinished:
+			// the binlog reaches its DROP, which deletes what was read.
+			s.sh.log.Warn("a table whose snapshot was not finished no longer exists: its snapshot ends here and the rows read of it leave the target at its DROP", "shard", t.id().String())
+			t.Done, t.Cut = true, true
 		}
 	}
 	return nil

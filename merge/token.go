@@ -217,6 +217,9 @@ type tableSnap struct {
 	Chunks []chunkDone `json:"chunks,omitempty"`
 	Done   bool        `json:"done,omitempty"`
 	Rows   int64       `json:"rows,omitempty"`
+	// Cut: the table vanished while it was read, so its snapshot ended
+	// early; its DROP deletes the rows read of it (lifecycle.go).
+	Cut bool `json:"cut,omitempty"`
 
 	hi    [][]change.Value // decoded Chunks[i].Hi
 	maxHW binPos

@@ -437,6 +437,12 @@ func (r *run) stream(ctx context.Context, events <-chan event, next uint64, star
 					return err
 				}
 			}
+			if in.ev.Kind == change.EventShardDelete {
+				if err := r.applyDelete(cur, in.ev); err != nil {
+					return err
+				}
+				cur = r.newEpoch(cur.n+1, in.ev.Token)
+			}
 			if stopping {
 				return nil
 			}
@@ -473,6 +479,11 @@ func (r *run) apply(cur *epoch, ev change.Event) (string, error) {
 			return "", fmt.Errorf("source emitted a schema event inside a source transaction (or without a schema) in epoch %d: %w", cur.n, ErrProtocol)
 		}
 		return "schema", nil
+	case change.EventShardDelete:
+		if !cur.atBoundary || len(ev.Deletes) == 0 || ev.Token == nil {
+			return "", fmt.Errorf("source emitted a shard delete inside a source transaction (or without a delete or token) in epoch %d: %w", cur.n, ErrProtocol)
+		}
+		return "shard delete", nil
 	}
 	return "", fmt.Errorf("source emitted an event of unknown kind %d in epoch %d: %w", ev.Kind, cur.n, ErrProtocol)
 }

@@ -30,6 +30,7 @@ var (
 type srcTxn struct {
 	rows   []change.Row
 	schema *change.TableSchema // emitted before the transaction
+	del    *change.ShardDelete // the transaction is a shard delete (no rows)
 }
 
 // script is a deterministic source history. Transaction i ends at token
@@ -89,6 +90,10 @@ func (s *script) open(t *testing.T, from change.Token) *source {
 		tx := s.txns[i]
 		if tx.schema != nil {
 			evs = append(evs, change.Event{Kind: change.EventSchema, Schema: tx.schema})
+		}
+		if tx.del != nil {
+			evs = append(evs, change.Event{Kind: change.EventShardDelete, Deletes: []change.ShardDelete{*tx.del}, Token: tokenOf(i + 1)})
+			continue
 		}
 		for j := 0; j < len(tx.rows); j += s.chunk {
 			evs = append(evs, change.Event{Kind: change.EventRows, Rows: tx.rows[j:min(j+s.chunk, len(tx.rows))]})

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/shardsync/shardsync/change"
@@ -46,6 +48,10 @@ const (
 	// ActionAssumeAborted aborts an in-doubt epoch on the operator's word
 	// and rewinds to its start.
 	ActionAssumeAborted Action = "assume-aborted"
+	// ActionDelete runs the shard deletes of a PRECOMMITTED delete epoch
+	// again on every sink (idempotent: no later epoch can have committed)
+	// and marks it COMMITTED.
+	ActionDelete Action = "delete"
 )
 
 // PlanItem is recovery's intended action for one unfinished epoch.
@@ -57,6 +63,8 @@ type PlanItem struct {
 	End    change.Token `json:"end,omitempty"`
 	// Txns are the labels (OPEN) or prepared txns (PRECOMMITTED) acted on.
 	Txns []Prepared `json:"txns"`
+	// Deletes are the shard deletes of a delete epoch.
+	Deletes []change.ShardDelete `json:"deletes,omitempty"`
 	// Explain says, in words, what will happen and what could change it.
 	Explain string `json:"explain"`
 }
@@ -99,7 +107,7 @@ func plan(l *ledger.Ledger, assume map[uint64]Outcome) (*RecoveryPlan, error) {
 			it.Action, it.Txns = ActionAbort, convert(e.Intents)
 			it.Explain = fmt.Sprintf("never reached its commit point: abort %d label(s) at the sinks, mark ABORTED; its rows are read again", len(e.Intents))
 		case stopped != 0:
-			it.Action, it.Txns = ActionAbortLater, convert(e.Prepared)
+			it.Action, it.Txns, it.Deletes = ActionAbortLater, convert(e.Prepared), e.Deletes
 			it.Explain = fmt.Sprintf("earlier epoch %d does not commit, so this one cannot either: abort its %d txn(s), mark ABORTED", stopped, len(e.Prepared))
 		case assume[e.Number] == Committed:
 			it.Action, it.Txns = ActionAssumeCommitted, convert(e.Prepared)
@@ -107,6 +115,9 @@ func plan(l *ledger.Ledger, assume map[uint64]Outcome) (*RecoveryPlan, error) {
 		case assume[e.Number] == Aborted:
 			it.Action, it.Txns = ActionAssumeAborted, convert(e.Prepared)
 			it.Explain = "operator says its rows are not in the targets: abort each txn, mark ABORTED and re-read from its start"
+		case len(e.Deletes) > 0:
+			it.Action, it.Txns, it.Deletes = ActionDelete, convert(e.Prepared), e.Deletes
+			it.Explain = fmt.Sprintf("a shard delete whose decision was recorded: run its %d delete(s) on every sink again (safe: no later rows of the shard were committed), mark COMMITTED", len(e.Deletes))
 		default:
 			it.Action, it.Txns = ActionCommit, convert(e.Prepared)
 			it.Explain = fmt.Sprintf("reached its commit point: commit %d txn(s), mark COMMITTED; if a sink says a txn was aborted, "+
@@ -345,6 +356,23 @@ func (rv *resolver) settle(ctx context.Context, it PlanItem) error {
 		}
 		rv.stopAt(it.Epoch)
 		return rv.mark(ctx, it, ledger.StateAborted, "resolved by operator: assumed aborted; re-read from its start")
+	case ActionDelete:
+		if rv.rewound != 0 {
+			it.Action = ActionAbortLater
+			return rv.settle(ctx, it)
+		}
+		var sinks []Sink
+		for _, s := range rv.sinks {
+			sinks = append(sinks, s)
+		}
+		slices.SortFunc(sinks, func(a, b Sink) int { return strings.Compare(a.Name(), b.Name()) })
+		c := &Coordinator{log: rv.log, obs: NopObserver{}}
+		if err := runDeletes(ctx, sinks, rv.opts.Retry, c, it.Epoch, it.Deletes); err != nil {
+			rv.step(it.Epoch, it.Action, nil, "error", err)
+			return fmt.Errorf("recovering delete epoch %d: %w; nothing was decided, run again when the sinks are reachable", it.Epoch, err)
+		}
+		rv.step(it.Epoch, it.Action, nil, "deleted", nil)
+		return rv.mark(ctx, it, ledger.StateCommitted, "recovery: shard delete run again")
 	case ActionCommit:
 		if rv.rewound != 0 {
 			// An earlier epoch was rewound during this run: plan could not know.

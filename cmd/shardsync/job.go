@@ -63,6 +63,7 @@ type jobOptions struct {
 	dbColumn     string
 	tableColumn  string
 	schemaChange string
+	droppedRows  string
 
 	ledgerPath, labelPrefix string
 	recreateTarget          bool   // claim.go
@@ -96,6 +97,8 @@ func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.routeSymbol, "route-replace-symbol", "", "text in a --route SINK replaced by each source table's name (Flink CDC replace-symbol), e.g. '<>'")
 	fs.StringVar(&o.dbColumn, "database-column", "database_name", "name of the metadata column holding each row's source database")
 	fs.StringVar(&o.tableColumn, "table-column", "table_name", "name of the metadata column holding each row's source table")
+	fs.StringVar(&o.schemaChange, "schema-change-behavior", "lenient", "Flink CDC schema.change.behavior: exception (stop on every schema change and shard TRUNCATE/DROP/RENAME), evolve, try_evolve, lenient or ignore; see docs/shard-merging.md")
+	fs.StringVar(&o.droppedRows, "dropped-shard-rows", "", "what a DROP (or RENAME out of the routes) of a shard does to its rows in the target: keep or delete (default: delete under evolve and try_evolve, keep otherwise)")
 	fs.StringVar(&o.ledgerPath, "ledger", "", "ledger file (default: <label-prefix>.ledger in the current directory)")
 	fs.BoolVar(&o.recreateTarget, "recreate-target", false, "when a target holds rows written under another ledger (a lost or replaced ledger), empty it (TRUNCATE TABLE) and snapshot it again; needs a ledger that has committed nothing; a target this ledger already wrote is never emptied")
 	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
@@ -253,6 +256,11 @@ func prepareAll(o jobOptions, log *slog.Logger, out io.Writer) (*job, []error) {
 	}
 	if err := checkSchemaChangeBehavior(o.schemaChange); err != nil {
 		problems = append(problems, err)
+	}
+	switch o.droppedRows {
+	case "", merge.DroppedKeep, merge.DroppedDelete:
+	default:
+		problems = append(problems, usagef("--dropped-shard-rows %q: use keep or delete", o.droppedRows))
 	}
 	if o.dbColumn == "" || o.tableColumn == "" || o.dbColumn == o.tableColumn {
 		problems = append(problems, usagef("--database-column %q and --table-column %q must be set and differ", o.dbColumn, o.tableColumn))
@@ -557,6 +565,7 @@ func (j *job) run(ctx context.Context) error {
 	mcfg.ConnectRetries = sourceConnectRetries
 	mcfg.SnapshotMode = j.opts.snapshotMode
 	mcfg.DatabaseColumn, mcfg.TableColumn = j.opts.dbColumn, j.opts.tableColumn
+	mcfg.SchemaChange, mcfg.DroppedShardRows = strings.ToLower(j.opts.schemaChange), j.opts.droppedRows
 	if j.opts.readers > 0 {
 		mcfg.Readers = j.opts.readers
 	}
@@ -576,7 +585,11 @@ func (j *job) run(ctx context.Context) error {
 			if !bytes.Equal(rep.Resume, lastResume) {
 				restarts, lastResume = 0, rep.Resume // progress since the last failure
 			}
+			if mcfg.Decisions, err = decisions(led); err != nil {
+				return err
+			}
 			err = j.runOnce(ctx, led, sinks, mcfg, rep.Resume)
+			err = withWayForward(err, j.ledger)
 		} else {
 			err = fmt.Errorf("recovering from ledger %s: %w", j.ledger, err)
 		}
@@ -674,7 +687,7 @@ func (j *job) runOnce(ctx context.Context, led *ledger.Ledger, sinks []twopc.Sin
 // terminal reports errors a restart cannot cure: the operator must act.
 func terminal(err error) bool {
 	for _, e := range []error{
-		twopc.ErrInDoubt, twopc.ErrProtocol,
+		twopc.ErrInDoubt, twopc.ErrProtocol, twopc.ErrShardDelete,
 		merge.ErrPrerequisite, merge.ErrBinlogPurged, merge.ErrDuplicateServerID,
 		merge.ErrIncompatibleSchema, merge.ErrNoShards, merge.ErrBadToken, merge.ErrAccessDenied,
 		ledger.ErrLocked, ledger.ErrDamaged,

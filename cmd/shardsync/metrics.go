@@ -538,3 +538,16 @@ func isTerminal(w io.Writer) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0 && !strings.EqualFold(os.Getenv("TERM"), "dumb")
 }
+
+// DeleteShard forwards a shard delete to the wrapped sink, timed.
+func (s *instrumentedSink) DeleteShard(ctx context.Context, d change.ShardDelete) error {
+	del, ok := s.Sink.(twopc.ShardDeleter)
+	if !ok {
+		return fmt.Errorf("sink %s cannot delete the rows of shard %s: %w", s.Name(), d.Shard, twopc.ErrShardDelete)
+	}
+	err := del.DeleteShard(ctx, d)
+	if err != nil {
+		s.m.sinkErrors.WithLabelValues(s.Name(), "delete", errorClass(err)).Inc()
+	}
+	return err
+}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/shardsync/shardsync/merge"
 )
 
 // A pipeline file is the Flink CDC pipeline YAML (source:, sink:, route:,
@@ -313,10 +315,8 @@ var pipelineKeys = []pipelineKey{
 	// pipeline:
 	flagKey(secPipe, "name", "name", "job name shown in status and metrics"),
 	flagKey(secPipe, "parallelism", "readers", "tables snapshotted in parallel (the binlog is always read once)"),
-	customKey(secPipe, "schema.change.behavior", "", "lenient (default), evolve or try_evolve: compatible changes (added columns, widened types) are applied and others stop the job; exception and ignore are not supported", func(st *fileState, _, v string) error {
-		st.o.schemaChange = v
-		return checkSchemaChangeBehavior(v)
-	}),
+	flagKey(secPipe, "schema.change.behavior", "schema-change-behavior", "exception, evolve, try_evolve, lenient (default) or ignore: what schema changes and shard TRUNCATE/DROP/RENAME do (docs/shard-merging.md)"),
+	flagKey(secPipe, "dropped-shard-rows", "dropped-shard-rows", "keep or delete: what a DROP (or RENAME out of the routes) of a shard does to its rows in the target (shardsync key)"),
 	flagKey(secPipe, "local-time-zone", "local-time-zone", "zone in which TIMESTAMP values are written into Doris DATETIME columns, as Flink CDC does (e.g. Asia/Shanghai); without it UTC. DATETIME stays wall-clock text; MaxCompute TIMESTAMP stays an instant"),
 	ignoredKey(secPipe, "execution.runtime-mode", "shardsync always streams; ignored"),
 	ignoredKey(secPipe, "schema-operator.rpc-timeout", whyFlinkTuning),
@@ -357,15 +357,12 @@ func setMCSecret(st *fileState, k, v string) error {
 }
 
 // checkSchemaChangeBehavior accepts Flink CDC's schema.change.behavior
-// values that match what shardsync does.
+// values (case-insensitive, as Flink CDC reads them).
 func checkSchemaChangeBehavior(v string) error {
-	switch v {
-	case "", "lenient", "evolve", "try_evolve":
+	if v == "" || slices.Contains(merge.Behaviors, strings.ToLower(v)) {
 		return nil
-	case "exception", "ignore":
-		return usagef("schema.change.behavior %q is not supported: shardsync applies compatible schema changes (added columns, widened types) and stops on others; use lenient or remove the key", v)
 	}
-	return usagef("schema.change.behavior %q: use lenient, evolve or try_evolve", v)
+	return usagef("schema.change.behavior (--schema-change-behavior) %q: use %s", v, strings.Join(merge.Behaviors, ", "))
 }
 
 // jdbcHostPort reads host:port from jdbc:mysql://host:port/db.

@@ -241,7 +241,6 @@ func TestPipelineKeyErrors(t *testing.T) {
 		{"transform", base + "transform:\n  - source-table: a.b\n", nil, []string{"transform: is not supported"}},
 		{"startup mode", base[:strings.Index(base, "sink:")] + "  scan.startup.mode: latest-offset\n" + base[strings.Index(base, "sink:"):], nil,
 			[]string{`scan.startup.mode "latest-offset" is not supported`}},
-		{"schema change", base + "pipeline:\n  schema.change.behavior: exception\n", nil, []string{`schema.change.behavior "exception" is not supported`}},
 		{"sink type", strings.Replace(base, "type: doris", "type: kafka", 1), nil, []string{`sink type "kafka" is not supported`}},
 		{"bad value", base + "pipeline:\n  checkpoint-interval: soon\n", nil, []string{"pipeline.checkpoint-interval \"soon\"", "invalid"}},
 		{"no sink", "source:\n  type: mysql\n", nil, []string{"sink: is missing"}},

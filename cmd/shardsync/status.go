@@ -45,6 +45,21 @@ type statusReport struct {
 	InDoubt    bool              `json:"in_doubt"`
 	// Unreachable lists the components the job is waiting for (outages).
 	Unreachable []outageStatus `json:"unreachable,omitempty"`
+
+	// Departed are the shards that left their routes (DROP, RENAME out)
+	// while this process ran; ShardDeletes the shard deletes the ledger
+	// still remembers; Decisions the operator's skip-event decisions.
+	Departed     []merge.Departed  `json:"departed,omitempty"`
+	ShardDeletes []shardDeleteInfo `json:"shard_deletes,omitempty"`
+	Decisions    []ledger.Decision `json:"decisions,omitempty"`
+}
+
+type shardDeleteInfo struct {
+	Epoch  uint64 `json:"epoch"`
+	State  string `json:"state"`
+	Shard  string `json:"shard"`
+	Target string `json:"target"`
+	Cause  string `json:"cause"`
 }
 
 type tableStatus struct {
@@ -88,6 +103,7 @@ func (m *monitor) status() statusReport {
 		r.Unreachable = down
 	}
 	if src != nil {
+		r.Departed = src.Departed()
 		r.Flavor = src.Flavor()
 		for _, t := range src.Progress().Tables {
 			r.Tables = append(r.Tables, tableStatus{Table: t.Table.String(), Target: t.Target.String(), Rows: t.Rows,
@@ -129,8 +145,14 @@ func fillFromLedger(r *statusReport, l *ledger.Ledger, stopped bool) {
 	if next, err := l.NextEpoch(); err == nil {
 		r.NextEpoch = next
 	}
+	if ds, err := l.Decisions(); err == nil {
+		r.Decisions = ds
+	}
 	if eps, err := l.Epochs(); err == nil {
 		for _, e := range eps {
+			for _, d := range e.Deletes {
+				r.ShardDeletes = append(r.ShardDeletes, shardDeleteInfo{Epoch: e.Number, State: e.State.String(), Shard: d.Shard.String(), Target: d.Target.String(), Cause: d.Cause})
+			}
 			if e.State == ledger.StateCommitted && e.Number >= r.LastCommittedEpoch {
 				r.LastCommittedEpoch = e.Number
 				t := e.Updated
@@ -336,6 +358,19 @@ func printStatus(w io.Writer, r statusReport) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+	}
+	for _, d := range r.Departed {
+		rows := "its rows stay in the target"
+		if d.Deleted {
+			rows = "its rows were deleted from the target"
+		}
+		fmt.Fprintf(w, "left its route:  %s (target %s): %s; %s\n", d.Shard, d.Target, d.Cause, rows)
+	}
+	for _, d := range r.ShardDeletes {
+		fmt.Fprintf(w, "shard delete:    epoch %d %s: %s from %s (%s)\n", d.Epoch, d.State, d.Shard, d.Target, d.Cause)
+	}
+	for _, d := range r.Decisions {
+		fmt.Fprintf(w, "decision:        %s the source event at %s (%s)\n", d.Action, d.Position, d.Time.Format(time.RFC3339))
 	}
 	fmt.Fprintln(w)
 	if len(r.Unfinished) == 0 {

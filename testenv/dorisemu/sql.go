@@ -337,6 +337,9 @@ func (e *Emulator) execLocked(s *session, sql string) (*mysql.Result, error) {
 		err = e.alterTable(p, s)
 	case p.acceptKw("TRUNCATE", "TABLE"):
 		err = e.truncateTable(p, s)
+	case p.acceptKw("DELETE", "FROM"): // journaled like DDL: replay runs it again in its place
+		e.tickLocked()
+		res, err = e.deleteStmt(p, s)
 	default:
 		ddl = false
 		e.tickLocked()

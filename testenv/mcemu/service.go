@@ -382,6 +382,29 @@ func (e *Emulator) execLocked(sql string, hints map[string]string) error {
 				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - partition %s already exists", spec)
 			}
 		}
+	case stmtDelete:
+		if !exists {
+			return fmt.Errorf("ODPS-0130131:[1,1] Table not found - table %s.%s cannot be resolved", e.opts.Project, st.table)
+		}
+		if !t.transactional {
+			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - DELETE is only supported on transactional tables and Delta Tables; %s is not transactional", st.table)
+		}
+		idx := make([]int, len(st.where))
+		for i, w := range st.where {
+			if idx[i] = t.colIndex(w[0]); idx[i] < 0 {
+				return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - column %s cannot be resolved", w[0])
+			}
+		}
+		for _, pd := range t.parts { // every partition: the conditions name data columns
+			pd.rows = slices.DeleteFunc(pd.rows, func(r []any) bool {
+				for i, w := range st.where {
+					if idx[i] >= len(r) || r[idx[i]] == nil || fmt.Sprint(r[idx[i]]) != w[1] {
+						return false
+					}
+				}
+				return true
+			})
+		}
 	}
 	return nil
 }

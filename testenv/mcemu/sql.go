@@ -271,6 +271,7 @@ const (
 	stmtChangeType
 	stmtDrop
 	stmtAddPartition
+	stmtDelete
 )
 
 type statement struct {
@@ -286,6 +287,7 @@ type statement struct {
 	primaryKey  []string
 	props       map[string]string
 	lifecycle   int
+	where       [][2]string // stmtDelete: column = 'literal' conditions, all must hold
 }
 
 func parseStatement(sql string) (*statement, error) {
@@ -302,6 +304,8 @@ func parseStatement(sql string) (*statement, error) {
 		st, err = p.alter()
 	case p.acceptWords("drop", "table"):
 		st, err = p.drop()
+	case p.acceptWords("delete", "from"):
+		st, err = p.deleteFrom()
 	default:
 		return nil, p.errorf("statement not supported by the emulator's SQL subset")
 	}
@@ -581,4 +585,36 @@ func widens(oldT, newT string) bool {
 		return nl >= ol
 	}
 	return false
+}
+
+// deleteFrom parses the subset of DELETE FROM <table> [WHERE <condition>]
+// that shardsync emits: equality of columns with string literals, joined by
+// AND.
+func (p *parser) deleteFrom() (*statement, error) {
+	st := &statement{kind: stmtDelete}
+	var err error
+	if st.project, st.schema, st.table, err = p.tableName(); err != nil {
+		return nil, err
+	}
+	if !p.acceptWords("where") {
+		return st, nil
+	}
+	for {
+		col, err := p.ident()
+		if err != nil {
+			return nil, err
+		}
+		if err := p.expectPunct("="); err != nil {
+			return nil, err
+		}
+		t, ok := p.peek()
+		if !ok || t.kind != tokString {
+			return nil, p.errorf("the emulator's DELETE takes only column = 'string' conditions")
+		}
+		p.pos++
+		st.where = append(st.where, [2]string{col, t.text})
+		if !p.acceptWords("and") {
+			return st, nil
+		}
+	}
 }

@@ -34,6 +34,7 @@ const (
 	OpAbort       Op = "abort"
 	OpTxnAbort    Op = "txn-abort"
 	OpApplySchema Op = "apply-schema"
+	OpDeleteShard Op = "delete-shard"
 )
 
 // ErrInjected is returned by operations failed by a fault hook that returned
@@ -87,14 +88,19 @@ type Sink struct {
 	schemas    map[change.TableID][]change.TableSchema
 	open       int // Txns begun and not yet pre-committed or aborted
 	violations []string
-	labelsSent map[string]bool // labels that saw a byte
+	labelsSent map[string]bool               // labels that saw a byte
+	deletes    map[string]change.ShardDelete // by marker in order
 }
 
-var _ twopc.Sink = (*Sink)(nil)
+var (
+	_ twopc.Sink         = (*Sink)(nil)
+	_ twopc.ShardDeleter = (*Sink)(nil)
+)
 
 // NewSink returns an empty fake sink named name.
 func NewSink(name string) *Sink {
-	return &Sink{name: name, txns: map[string]*DestTxn{}, schemas: map[change.TableID][]change.TableSchema{}, labelsSent: map[string]bool{}}
+	return &Sink{name: name, txns: map[string]*DestTxn{}, schemas: map[change.TableID][]change.TableSchema{}, labelsSent: map[string]bool{},
+		deletes: map[string]change.ShardDelete{}}
 }
 
 // SetFaults replaces the fault hooks.
@@ -118,7 +124,7 @@ func (s *Sink) Restart() *Sink {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return &Sink{name: s.name, txns: s.txns, order: s.order, schemas: s.schemas, nextID: s.nextID,
-		labelsSent: s.labelsSent, violations: s.violations}
+		labelsSent: s.labelsSent, violations: s.violations, deletes: s.deletes}
 }
 
 // Expire makes the destination abort a pre-committed transaction on its
@@ -159,11 +165,47 @@ func (s *Sink) Visible() []change.Row {
 	defer s.mu.Unlock()
 	var rows []change.Row
 	for _, l := range s.order {
+		if d, ok := s.deletes[l]; ok {
+			rows = slices.DeleteFunc(rows, func(r change.Row) bool { return r.Target == d.Target && r.Source == d.Shard })
+			continue
+		}
 		if t := s.txns[l]; t != nil && t.State == StateCommitted {
 			rows = append(rows, t.Rows...)
 		}
 	}
 	return rows
+}
+
+// DeleteShard implements twopc.ShardDeleter: the rows of d.Shard committed
+// so far leave d.Target (in commit order: later commits keep theirs). It
+// records a violation when an epoch of this sink is open.
+func (s *Sink) DeleteShard(ctx context.Context, d change.ShardDelete) error {
+	if err := s.before(OpDeleteShard, 0, ""); err != nil {
+		return fmt.Errorf("deleting shard %s: %w", d.Shard, err)
+	}
+	s.mu.Lock()
+	if s.open > 0 {
+		s.violations = append(s.violations, fmt.Sprintf("DeleteShard(%s) with %d epoch(s) open", d.Shard, s.open))
+	}
+	m := fmt.Sprintf("\x00delete:%d", len(s.deletes))
+	s.deletes[m] = d
+	s.order = append(s.order, m)
+	s.mu.Unlock()
+	return s.after(OpDeleteShard, 0, "")
+}
+
+// Deletes returns the shard deletes the destination ran, in order (repeats
+// included).
+func (s *Sink) Deletes() []change.ShardDelete {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []change.ShardDelete
+	for _, l := range s.order {
+		if d, ok := s.deletes[l]; ok {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // Schemas returns the schemas applied for target, in order.
