@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shardsync/shardsync/ledger"
-	"github.com/shardsync/shardsync/merge"
 	"github.com/shardsync/shardsync/twopc"
 )
 
@@ -43,6 +42,9 @@ type statusReport struct {
 
 	Unfinished []unfinishedEpoch `json:"unfinished"`
 	InDoubt    bool              `json:"in_doubt"`
+
+	// Slot is the PostgreSQL source's replication slot (running jobs).
+	Slot *slotStatus `json:"postgres_slot,omitempty"`
 }
 
 type tableStatus struct {
@@ -80,8 +82,9 @@ func (m *monitor) status() statusReport {
 		f := time.Since(m.visibleAt).Seconds()
 		r.FreshnessSeconds = &f
 	}
-	led := m.led
+	led, slotCfg := m.led, m.slotCfg
 	m.mu.Unlock()
+	r.Slot = slotStatusOf(slotCfg)
 	if src != nil {
 		r.Flavor = src.Flavor()
 		for _, t := range src.Progress().Tables {
@@ -103,7 +106,7 @@ func fillFromLedger(r *statusReport, l *ledger.Ledger, stopped bool) {
 	if tok, err := l.Resume(); err == nil {
 		if len(tok) == 0 {
 			r.Position = "the beginning (no epoch committed yet: the snapshot starts over)"
-		} else if info, err := merge.DescribeToken(tok); err == nil {
+		} else if info, err := describeToken(tok); err == nil {
 			r.Position = info.Position
 			if r.Flavor == "" {
 				r.Flavor = info.Flavor
@@ -308,6 +311,13 @@ func printStatus(w io.Writer, r statusReport) error {
 	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "last error:      %s\n", r.Error)
+	}
+	if sl := r.Slot; sl != nil {
+		if sl.Error != "" {
+			fmt.Fprintf(w, "postgres slot:   %s: %s\n", sl.Name, sl.Error)
+		} else {
+			fmt.Fprintf(w, "postgres slot:   %s, %s WAL retained, %s behind, active=%t, wal_status=%s\n", sl.Name, bytesText(sl.RetainedWALBytes), bytesText(sl.LagBytes), sl.Active, dash(sl.WALStatus))
+		}
 	}
 	if len(r.Tables) > 0 {
 		fmt.Fprintln(w)
