@@ -145,7 +145,7 @@ func (s *Source) openFresh(ctx context.Context, conn *pgx.Conn, found []foundTab
 	if err := ensurePublication(ctx, conn, &s.cfg, missing); err != nil {
 		return err
 	}
-	slot, err := readSlot(ctx, conn, s.cfg.Slot)
+	slot, err := waitSlotIdle(ctx, conn, s.cfg.Slot, s.cfg.ConnectTimeout)
 	if err != nil {
 		return err
 	}
@@ -192,7 +192,7 @@ func (s *Source) openResume(ctx context.Context, conn *pgx.Conn, from change.Tok
 	if st.Slot != s.cfg.Slot {
 		return fmt.Errorf("%w: the ledger's position belongs to replication slot %s, not %s: keep --slot %s", merge.ErrBadToken, st.Slot, s.cfg.Slot, st.Slot)
 	}
-	slot, err := readSlot(ctx, conn, s.cfg.Slot)
+	slot, err := waitSlotIdle(ctx, conn, s.cfg.Slot, s.cfg.ConnectTimeout)
 	if err != nil {
 		return err
 	}
@@ -504,6 +504,24 @@ func DropSlot(ctx context.Context, cfg Config) ([]string, error) {
 		done = append(done, "dropped publication "+cfg.Publication+" (if it existed)")
 	}
 	return done, nil
+}
+
+// waitSlotIdle reads the slot, waiting up to wait for it to become
+// inactive: the server process that served a crashed job ends when it
+// notices its client is gone.
+func waitSlotIdle(ctx context.Context, conn *pgx.Conn, slot string, wait time.Duration) (slotInfo, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		si, err := readSlot(ctx, conn, slot)
+		if err != nil || !si.exists || !si.active || time.Now().After(deadline) {
+			return si, err
+		}
+		select {
+		case <-ctx.Done():
+			return si, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // slotError names the fix for replication-protocol errors about the slot.
