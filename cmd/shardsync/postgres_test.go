@@ -134,3 +134,81 @@ func TestPostgresTypesInDoris(t *testing.T) {
 	}
 	require.NoError(t, j.stop())
 }
+
+// TestPostgresNewShardAddColumnAndToast runs one job through the things a
+// running PostgreSQL source meets: a shard created while running (picked
+// up, published, snapshotted), ADD COLUMN on a shard (the target gains the
+// column), and an UPDATE that leaves a large TOASTed value unchanged under
+// REPLICA IDENTITY FULL (the stored value is kept, not overwritten).
+func TestPostgresNewShardAddColumnAndToast(t *testing.T) {
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	emu, err := dorisemu.Start(dorisemu.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = emu.Close() })
+	require.NoError(t, emu.Exec("CREATE DATABASE IF NOT EXISTS dw"))
+	// A value PostgreSQL stores out of line: 40 kB of incompressible text.
+	big := `(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 1250) g)`
+	require.NoError(t, pg.Exec("postgres", `CREATE SCHEMA s_1`,
+		`CREATE TABLE s_1.t_1 (id int PRIMARY KEY, doc text, n int)`, `ALTER TABLE s_1.t_1 REPLICA IDENTITY FULL`,
+		`INSERT INTO s_1.t_1 VALUES (1, `+big+`, 1), (2, 'small', 2)`))
+	j := startPGJob(t, pg, emu, filepath.Join(t.TempDir(), "l"), "--sources", "s_[0-9]+", "--tables", "t_[0-9]+")
+	waitRows(t, emu, j, "snapshot", func(r []map[string]any) bool { return len(r) == 2 })
+
+	// TOAST: n changes, doc is left unchanged and arrives only in the old row.
+	require.NoError(t, pg.Exec("postgres", `UPDATE s_1.t_1 SET n = 10 WHERE id = 1`))
+	rows := waitRows(t, emu, j, "update", func(r []map[string]any) bool { return render(rowByID(r, "1")["n"]) == "10" })
+	require.Len(t, render(rowByID(rows, "1")["doc"]), 40000, "the unchanged TOASTed value is kept")
+
+	// ADD COLUMN, then a row using it.
+	require.NoError(t, pg.Exec("postgres", `ALTER TABLE s_1.t_1 ADD COLUMN note varchar(20)`,
+		`INSERT INTO s_1.t_1 (id, doc, n, note) VALUES (3, 'x', 3, 'added')`))
+	rows = waitRows(t, emu, j, "added column", func(r []map[string]any) bool { return rowByID(r, "3") != nil })
+	require.Equal(t, "added", render(rowByID(rows, "3")["note"]))
+	require.Nil(t, rowByID(rows, "2")["note"])
+
+	// A new shard while running: existing rows and later changes arrive.
+	require.NoError(t, pg.Exec("postgres", `CREATE SCHEMA s_2`, `CREATE TABLE s_2.t_1 (id int PRIMARY KEY, doc text, n int)`,
+		`INSERT INTO s_2.t_1 VALUES (1, 'new shard', 100)`))
+	waitRows(t, emu, j, "new shard snapshot", func(r []map[string]any) bool { return len(r) == 4 })
+	require.NoError(t, pg.Exec("postgres", `UPDATE s_2.t_1 SET n = 101 WHERE id = 1`, `INSERT INTO s_2.t_1 VALUES (2, 'later', 102)`))
+	rows = waitRows(t, emu, j, "new shard stream", func(r []map[string]any) bool { return len(r) == 5 })
+	for _, r := range rows {
+		if render(r["database_name"]) == "s_2" && render(r["id"]) == "1" {
+			require.Equal(t, "101", render(r["n"]))
+		}
+	}
+	pub, err := pg.Query("postgres", `SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pgjob_pub'`)
+	require.NoError(t, err)
+	require.Equal(t, "2", pub[0][0], "the new shard was added to the publication")
+	require.NoError(t, j.stop())
+}
+
+// TestPostgresToastWithoutFullIdentityStops: an UPDATE that leaves a TOASTed
+// value unchanged under REPLICA IDENTITY DEFAULT does not carry the value;
+// the job stops with an error naming REPLICA IDENTITY FULL rather than
+// overwrite the stored value.
+func TestPostgresToastWithoutFullIdentityStops(t *testing.T) {
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	emu, err := dorisemu.Start(dorisemu.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = emu.Close() })
+	require.NoError(t, emu.Exec("CREATE DATABASE IF NOT EXISTS dw"))
+	big := `(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 1250) g)`
+	require.NoError(t, pg.Exec("postgres", `CREATE SCHEMA s_1`, `CREATE TABLE s_1.t_1 (id int PRIMARY KEY, doc text, n int)`,
+		`INSERT INTO s_1.t_1 VALUES (1, `+big+`, 1)`))
+	j := startPGJob(t, pg, emu, filepath.Join(t.TempDir(), "l"), "--sources", "s_[0-9]+", "--tables", "t_[0-9]+")
+	waitRows(t, emu, j, "snapshot", func(r []map[string]any) bool { return len(r) == 1 })
+	require.NoError(t, pg.Exec("postgres", `UPDATE s_1.t_1 SET n = 2 WHERE id = 1`))
+	select {
+	case err := <-j.done:
+		j.done <- err
+		require.ErrorContains(t, err, "REPLICA IDENTITY FULL")
+		require.ErrorContains(t, err, "doc")
+	case <-time.After(60 * time.Second):
+		t.Fatal("the job did not stop")
+	}
+	rows, err := emu.Rows("dw", "merged")
+	require.NoError(t, err)
+	require.Len(t, render(rows[0]["doc"]), 40000, "the stored value was not overwritten")
+	require.Equal(t, "1", render(rows[0]["n"]))
+}
