@@ -121,7 +121,7 @@ var pipelineKeys = []pipelineKey{
 	// source: (type mysql)
 	customKey(secSource, "type", "", "must be mysql (MySQL and MariaDB)", func(_ *fileState, _, v string) error {
 		if v != "mysql" {
-			return fmt.Errorf("source type %q is not supported: use mysql (it reads MySQL and MariaDB)", v)
+			return fmt.Errorf("source type %q is not supported: use mysql (it reads MySQL and MariaDB) or postgres", v)
 		}
 		return nil
 	}),
@@ -440,7 +440,11 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 	if sink == nil {
 		return o, nil, fail(root.Line, "sink: is missing (type: doris or maxcompute, ...)")
 	}
-	if err := applySection(st, secSource, src, getenv); err != nil {
+	srcSection := secSource
+	if isPostgresSource(src) {
+		srcSection = secPGSource
+	}
+	if err := applySection(st, srcSection, src, getenv); err != nil {
 		return o, st.warnings, err
 	}
 	sinkType, err := sectionType(sink, path)
@@ -475,10 +479,17 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 		if host == "" {
 			return o, st.warnings, fail(src.Line, "source: port is set but hostname is not")
 		}
+		flag := "mysql"
+		if srcSection == secPGSource {
+			flag = "postgres"
+			if port == "" {
+				port = "5432"
+			}
+		}
 		if port == "" {
 			port = "3306"
 		}
-		_ = fs.Set("mysql", net.JoinHostPort(host, port))
+		_ = fs.Set(flag, net.JoinHostPort(host, port))
 	}
 	return o, st.warnings, nil
 }

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/shardsync/shardsync/change"
 	"github.com/shardsync/shardsync/merge"
@@ -280,4 +282,85 @@ func bytesText(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// secPGSource is the pipeline section of a `source:` with type postgres.
+const secPGSource = "source postgres"
+
+// isPostgresSource reports whether a source: section has type: postgres.
+func isPostgresSource(n *yaml.Node) bool {
+	if n.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "type" {
+			return n.Content[i+1].Value == "postgres"
+		}
+	}
+	return false
+}
+
+func init() {
+	pipelineKeys = append(pipelineKeys, postgresPipelineKeys()...)
+	sectionTitles = append(sectionTitles[:1:1], append([]struct{ section, title, intro string }{
+		{secPGSource, "`source:` (type `postgres`)", "Reads one PostgreSQL database through a logical replication slot (pgoutput), with Flink CDC postgres-cdc's option names; see [postgres.md](postgres.md)."},
+	}, sectionTitles[1:]...)...)
+}
+
+// postgresPipelineKeys are the keys of a postgres source: Flink CDC's
+// postgres-cdc option names.
+func postgresPipelineKeys() []pipelineKey {
+	sec := secPGSource
+	return []pipelineKey{
+		ignoredKeyQuiet(sec, "type", "postgres"),
+		ignoredKeyQuiet(sec, "name", whyNameIgnored),
+		customKey(sec, "hostname", "postgres", "source host; with port it makes --postgres host:port", func(st *fileState, _, v string) error {
+			st.host = v
+			return nil
+		}),
+		customKey(sec, "port", "postgres", "source port (default 5432)", func(st *fileState, _, v string) error {
+			if _, err := strconv.ParseUint(v, 10, 16); err != nil {
+				return fmt.Errorf("port %q is not a port number", v)
+			}
+			st.port = v
+			return nil
+		}),
+		flagKey(sec, "username", "postgres-user", "role (needs LOGIN REPLICATION and SELECT; owning the shards lets shardsync publish them)"),
+		{Section: sec, Key: "password", Kind: keyCustom, Secret: true, Flag: "postgres-password-file",
+			Doc: "password; write ${ENV_VAR}, or leave it out and set $" + envPostgresPassword,
+			set: func(st *fileState, _, v string) error { st.o.pg.password = v; return nil }},
+		flagKey(sec, "database-name", "postgres-database", "database holding the shards"),
+		flagKey(sec, "schema-name", "sources", "regex of the shards' schema names (whole name)"),
+		flagKey(sec, "table-name", "tables", "regex of the shards' table names (whole name)"),
+		flagKey(sec, "tables", "sources", "Flink CDC table selector over schema.table: comma-separated regexes, an unescaped dot separates schema and table"),
+		flagKey(sec, "slot.name", "slot", "logical replication slot of the job (default: derived from the label prefix)"),
+		flagKey(sec, "publication.name", "publication", "publication shardsync creates or extends with the shards (default: <slot>_pub)"),
+		customKey(sec, "decoding.plugin.name", "", "must be pgoutput", func(_ *fileState, _, v string) error {
+			if v != "pgoutput" {
+				return fmt.Errorf("decoding.plugin.name %q is not supported: shardsync reads pgoutput (built into PostgreSQL 10+)", v)
+			}
+			return nil
+		}),
+		flagKey(sec, "scan.incremental.snapshot.chunk.size", "chunk-size", "rows per snapshot chunk"),
+		customKey(sec, "scan.startup.mode", "", "only initial (snapshot, then the slot) is supported", func(_ *fileState, _, v string) error {
+			if v != "initial" {
+				return fmt.Errorf("scan.startup.mode %q is not supported: shardsync always starts with a snapshot and then follows the slot (initial); remove the key", v)
+			}
+			return nil
+		}),
+		ignoredKey(sec, "scan.incremental.snapshot.enabled", "shardsync always snapshots in chunks without locks; ignored"),
+		ignoredKey(sec, "scan.incremental.snapshot.backfill.skip", "shardsync reconciles each chunk with the slot exactly (no backfill); ignored"),
+		ignoredKey(sec, "scan.incremental.snapshot.chunk.key-column", "shardsync chunks by a one-column integer primary key; ignored"),
+		ignoredKey(sec, "scan.newly-added-table.enabled", "shardsync picks up new shards that match while it runs; ignored"),
+		ignoredKey(sec, "scan.snapshot.fetch.size", whyFlinkTuning),
+		ignoredKey(sec, "heartbeat.interval", "shardsync acknowledges the server's keepalives itself; ignored"),
+		ignoredKey(sec, "heartbeat.interval.ms", "shardsync acknowledges the server's keepalives itself; ignored"),
+		ignoredKey(sec, "changelog-mode", "shardsync writes upserts and deletes by key; ignored"),
+		ignoredKey(sec, "connect.timeout", whyFlinkTuning),
+		ignoredKey(sec, "connect.max-retries", whyFlinkTuning),
+		ignoredKey(sec, "connection.pool.size", whyFlinkTuning),
+		ignoredKey(sec, "metadata.list", "shardsync always writes the database (schema) and table metadata columns; ignored"),
+		ignoredKey(sec, "debezium.*", "Debezium properties; shardsync does not use Debezium; ignored"),
+		ignoredKey(sec, "jdbc.properties.*", "JDBC driver properties; shardsync does not use JDBC; ignored"),
+	}
 }

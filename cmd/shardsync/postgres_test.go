@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,4 +212,35 @@ func TestPostgresToastWithoutFullIdentityStops(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, render(rows[0]["doc"]), 40000, "the stored value was not overwritten")
 	require.Equal(t, "1", render(rows[0]["n"]))
+}
+
+func TestPostgresPipelineFile(t *testing.T) {
+	yamlText := `source:
+  type: postgres
+  hostname: 10.0.0.5
+  username: repl
+  password: ${PGPW}
+  database-name: shop
+  schema-name: emp_[0-9]+
+  table-name: employees_[0-9]+
+  slot.name: orders_slot
+  publication.name: orders_pub
+  decoding.plugin.name: pgoutput
+  scan.incremental.snapshot.chunk.size: 500
+sink:
+  type: doris
+  fenodes: 127.0.0.1:8030
+pipeline:
+  name: orders
+`
+	env := func(k string) (string, bool) { return map[string]string{"PGPW": "s3cret"}[k], k == "PGPW" }
+	o, _, err := parsePipeline("p.yaml", []byte(yamlText), env)
+	require.NoError(t, err)
+	require.Equal(t, postgresOptions{addr: "10.0.0.5:5432", user: "repl", database: "shop", slot: "orders_slot", publication: "orders_pub", password: "s3cret"}, o.pg)
+	require.Equal(t, "emp_[0-9]+", o.sources)
+	require.Equal(t, "employees_[0-9]+", o.tables)
+	require.Equal(t, 500, o.chunkSize)
+
+	_, _, err = parsePipeline("p.yaml", []byte(strings.Replace(yamlText, "decoding.plugin.name: pgoutput", "decoding.plugin.name: wal2json", 1)), env)
+	require.ErrorContains(t, err, "pgoutput")
 }
