@@ -360,3 +360,22 @@ func (p *Postgres) Remove() {
 		_ = os.RemoveAll(p.dir)
 	}
 }
+
+// TutorialPostgresSQL is TutorialSQL for PostgreSQL: each database emp_N
+// becomes a schema emp_N of one database, ENUM('M','F') a PostgreSQL enum.
+func TutorialPostgresSQL() string {
+	s := strings.ReplaceAll(TutorialSQL, "`", "")
+	s = strings.ReplaceAll(strings.ReplaceAll(s, "ENUM (\n  'M','F')", "ENUM ('M','F')"), "ENUM ('M','F')", "public.gender")
+	var b strings.Builder
+	b.WriteString("CREATE TYPE gender AS ENUM ('M', 'F');\n")
+	for _, line := range strings.Split(s, "\n") {
+		switch {
+		case strings.HasPrefix(line, "CREATE DATABASE "):
+			line = "CREATE SCHEMA " + strings.TrimPrefix(line, "CREATE DATABASE ")
+		case strings.HasPrefix(line, "USE "):
+			line = "SET search_path = " + strings.TrimSuffix(strings.TrimPrefix(line, "USE "), ";") + ", public;"
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}

@@ -18,3 +18,11 @@ func TestPostgresClusterStartsLogicalAndRestarts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "1", rows[0][0])
 }
+
+func TestTutorialPostgresSQLLoads(t *testing.T) {
+	pg := StartPostgres(t, PostgresOptions{})
+	require.NoError(t, pg.Exec("postgres", TutorialPostgresSQL()))
+	rows, err := pg.Query("postgres", `SELECT (SELECT count(*) FROM emp_1.employees_1) + (SELECT count(*) FROM emp_1.employees_2) + (SELECT count(*) FROM emp_2.employees_1) + (SELECT count(*) FROM emp_2.employees_2)`)
+	require.NoError(t, err)
+	require.Equal(t, "116", rows[0][0])
+}

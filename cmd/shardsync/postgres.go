@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/shardsync/shardsync/change"
 	"github.com/shardsync/shardsync/merge"
 	"github.com/shardsync/shardsync/source/postgres"
+	"github.com/shardsync/shardsync/testenv"
 )
 
 // envPostgresPassword carries the PostgreSQL source password.
@@ -363,4 +365,50 @@ func postgresPipelineKeys() []pipelineKey {
 		ignoredKey(sec, "debezium.*", "Debezium properties; shardsync does not use Debezium; ignored"),
 		ignoredKey(sec, "jdbc.properties.*", "JDBC driver properties; shardsync does not use JDBC; ignored"),
 	}
+}
+
+// demoSource is the shards' server of a demo run.
+type demoSource struct {
+	args   []string              // the job's source flags
+	exec   func(...string) error // runs statements on the shards
+	prompt string
+	stop   func()
+}
+
+// demoSourceStarter starts a demo's source server with the tutorial's shards.
+type demoSourceStarter func(ctx context.Context, out io.Writer, dir string) (demoSource, error)
+
+// startDemoPostgres starts a throwaway PostgreSQL 15 cluster holding the
+// tutorial's shards as schemas emp_1, emp_2.
+func startDemoPostgres(ctx context.Context, out io.Writer, _ string) (demoSource, error) {
+	demoStep(out, "Starting PostgreSQL 15 with wal_level = logical")
+	// Its own directory: the cluster runs as an unprivileged user, who
+	// cannot enter the demo's private directory.
+	pg, err := testenv.LaunchPostgres(ctx, testenv.PostgresOptions{})
+	if err != nil {
+		return demoSource{}, err
+	}
+	stop := func() { _ = pg.Stop(); pg.Remove() }
+	fmt.Fprintf(out, "    PostgreSQL listens on %s\n", pg.Addr())
+	demoStep(out, "Creating the tutorial's shards: schemas emp_1, emp_2 × tables employees_1, employees_2")
+	if err := pg.Exec("postgres", testenv.TutorialPostgresSQL()); err != nil {
+		stop()
+		return demoSource{}, err
+	}
+	for _, s := range []string{"emp_1", "emp_2"} {
+		for _, t := range []string{"employees_1", "employees_2"} {
+			rows, err := pg.Query("postgres", "SELECT count(*) FROM "+s+"."+t)
+			if err != nil {
+				stop()
+				return demoSource{}, err
+			}
+			fmt.Fprintf(out, "    %s.%s: %s rows\n", s, t, rows[0][0])
+		}
+	}
+	return demoSource{
+		args:   []string{"--postgres", pg.Addr(), "--postgres-user", "postgres", "--postgres-database", "postgres"},
+		exec:   func(stmts ...string) error { return pg.Exec("postgres", stmts...) },
+		prompt: "postgres",
+		stop:   stop,
+	}, nil
 }

@@ -97,9 +97,20 @@ func TestBadInputsAreOneClearError(t *testing.T) {
 		c := testCfg(t, pg, `s_[0-9]+`, `t_[0-9]+`, "retire_slot")
 		src, err := Open(ctx, c, nil, testLog(t))
 		require.NoError(t, err)
+		drained := make(chan struct{})
+		go func() {
+			defer close(drained)
+			for {
+				if _, err := src.Next(ctx); err != nil {
+					return
+				}
+			}
+		}()
+		require.Eventually(t, func() bool { st, err := QuerySlot(ctx, c); return err == nil && st.Active }, 15*time.Second, 50*time.Millisecond)
 		_, err = DropSlot(ctx, c)
 		require.True(t, errors.Is(err, ErrSlot), "a slot in use is not dropped: %v", err)
 		require.NoError(t, src.Close())
+		<-drained
 		st, err := QuerySlot(ctx, c)
 		require.NoError(t, err)
 		require.GreaterOrEqual(t, st.RetainedWALBytes, int64(0))

@@ -270,7 +270,7 @@ func (s *Source) addTable(ctx context.Context, conn *pgx.Conn, f foundTable, ann
 	if err := checkIdentity(f, key); err != nil {
 		return err
 	}
-	t := &tableState{Schema: f.id.Database, Table: f.id.Table, Cols: cols, Key: key, Est: f.est}
+	t := &tableState{Schema: f.id.Database, Table: f.id.Table, Cols: cols, Key: key, Est: f.est, Full: f.replid == "f"}
 	if len(key) == 1 {
 		for _, c := range cols {
 			if c.Name == key[0] && (c.Type.OID == oidInt2 || c.Type.OID == oidInt4 || c.Type.OID == oidInt8) {

@@ -252,7 +252,8 @@ func (r *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessage) e
 		r.pending[rel.id] = true
 		return nil
 	}
-	if slices.EqualFunc(rel.cols, t.Cols, func(a, b colInfo) bool { return a.Name == b.Name && a.Type == b.Type }) {
+	full := t.Full && m.ReplicaIdentity == 'f' // FULL dropped: the other columns become nullable
+	if full == t.Full && slices.EqualFunc(rel.cols, t.Cols, func(a, b colInfo) bool { return a.Name == b.Name && a.Type == b.Type }) {
 		return nil
 	}
 	if r.streamedOn {
@@ -260,12 +261,12 @@ func (r *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessage) e
 			merge.ErrIncompatibleSchema, rel.id, s.cfg.MaxTxnRows)
 	}
 	cause := "columns of " + rel.id.String() + " changed to (" + colList(rel.cols) + ")"
-	shardCols := (&tableState{Cols: rel.cols}).shardColumns()
+	shardCols := (&tableState{Cols: rel.cols, Key: t.Key, Full: full}).shardColumns()
 	changes, err := s.m.ChangeShard(rel.id, shardCols, t.Key, cause)
 	if err != nil {
 		return err
 	}
-	t.Cols = rel.cols
+	t.Cols, t.Full = rel.cols, full
 	s.log.Info("shard schema changed", "table", rel.id.String(), "columns", colList(rel.cols))
 	if len(changes) > 0 {
 		tg, _ := s.m.TargetOf(rel.id)

@@ -33,6 +33,10 @@ type tableState struct {
 	Table  string    `json:"table"`
 	Cols   []colInfo `json:"cols"`
 	Key    []string  `json:"key,omitempty"`
+	// Full: REPLICA IDENTITY FULL, so deletes carry whole rows. Otherwise a
+	// delete carries only the key and the other columns are nullable in
+	// the target (a NOT NULL column would refuse the delete's row).
+	Full bool `json:"full,omitempty"`
 	// Chunked: the key is one integer column and the table is read in
 	// key ranges; otherwise in one piece.
 	Chunked bool    `json:"chunked,omitempty"`
@@ -67,7 +71,7 @@ func (t *tableState) id() change.TableID { return change.TableID{Database: t.Sch
 func (t *tableState) shardColumns() []merge.ShardColumn {
 	out := make([]merge.ShardColumn, len(t.Cols))
 	for i, c := range t.Cols {
-		out[i] = merge.ShardColumn{Name: c.Name, Type: mapType(c.Type), Nullable: c.Nullable}
+		out[i] = merge.ShardColumn{Name: c.Name, Type: mapType(c.Type), Nullable: c.Nullable || (!t.Full && !slices.Contains(t.Key, c.Name))}
 	}
 	return out
 }
