@@ -83,7 +83,8 @@ func runDemo(ctx context.Context, w io.Writer, keep bool, pgStart demoSourceStar
 	}
 
 	var srcArgs []string
-	srcExec, prompt := func(...string) error { return nil }, "mariadb"
+	var srcExec func(...string) error
+	prompt := "mariadb"
 	if pgStart != nil {
 		ds, err := pgStart(ctx, out, dir)
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -356,11 +355,6 @@ func publicationExists(ctx context.Context, conn *pgx.Conn, pub string) (bool, e
 	var ok bool
 	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, pub).Scan(&ok)
 	return ok, err
-}
-
-func sortedIDs(ids []change.TableID) []change.TableID {
-	slices.SortFunc(ids, func(a, b change.TableID) int { return strings.Compare(a.String(), b.String()) })
-	return ids
 }
 
 // ListTables lists the ordinary tables of cfg's database as schema.table
