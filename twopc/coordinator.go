@@ -111,6 +111,16 @@ type Source interface {
 	Next(ctx context.Context) (change.Event, error)
 }
 
+// CommitListener is implemented by a Source that must learn which of its tokens
+// the ledger has made the resume position (for example to let the source
+// server release what it keeps for replay, like a PostgreSQL slot's WAL).
+// The coordinator calls Committed from its committer goroutine right after
+// the COMMITTED (or resume-position) record holding tok is durable, in
+// token order; the source must not block in it.
+type CommitListener interface {
+	Committed(tok change.Token)
+}
+
 // Config tunes the coordinator.
 type Config struct {
 	// CheckpointInterval closes an epoch this long after it opened (at the
@@ -314,6 +324,7 @@ func (c *Coordinator) Run(ctx context.Context, src Source) error {
 	defer stopReading()
 
 	r := &run{c: c, work: work, jobs: make(chan job), failed: make(chan struct{}), done: make(chan struct{}), lastResume: resume}
+	r.notify, _ = src.(CommitListener)
 	wg.Go(r.commitLoop)
 	err = func() error {
 		defer close(r.jobs) // also on a panic, so that the committer and wg.Wait end
@@ -331,7 +342,8 @@ type run struct {
 	c          *Coordinator
 	work       context.Context //nolint:containedctx // the run's own lifetime, shared by its two goroutines
 	jobs       chan job
-	lastResume change.Token // owned by the committer
+	lastResume change.Token   // owned by the committer
+	notify     CommitListener // the source, when it wants to learn committed tokens
 
 	failOnce sync.Once
 	failed   chan struct{}
@@ -710,6 +722,7 @@ func (r *run) commit(j job) error {
 			return fmt.Errorf("advancing the resume position after empty epoch %d: %w", e.n, err)
 		}
 		r.lastResume = e.end
+		r.committed(e.end)
 		c.obs.EpochFinished(EpochStats{Epoch: e.n, Outcome: "empty", Cut: e.cut, Rows: e.rows,
 			Stream: e.barrier.Sub(e.opened), Commit: time.Since(t0)})
 		return nil
@@ -748,10 +761,18 @@ func (r *run) commit(j job) error {
 			e.n, err, ErrRestart)
 	}
 	r.lastResume = e.end
+	r.committed(e.end)
 	c.log.Info("epoch committed", "epoch", e.n, "rows", e.rows, "txns", len(j.prepared), "cut", e.cut)
 	c.obs.EpochFinished(EpochStats{Epoch: e.n, Outcome: "committed", Cut: e.cut, Rows: e.rows, Txns: len(j.prepared),
 		Stream: e.barrier.Sub(e.opened), PreCommit: t0.Sub(e.barrier), Commit: time.Since(t0)})
 	return nil
+}
+
+// committed tells the source that tok is the durable resume position.
+func (r *run) committed(tok change.Token) {
+	if r.notify != nil {
+		r.notify.Committed(tok)
+	}
 }
 
 // judge turns one epoch's commit outcomes into nil (all committed), a

@@ -23,6 +23,7 @@ import (
 
 func newDemoCommand() *cobra.Command {
 	var keep bool
+	var source string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the Doris tutorial end to end on this machine (MariaDB + the Doris emulator)",
@@ -31,13 +32,24 @@ throwaway MariaDB (Debian's mariadb-server must be installed) holding the
 tutorial's four shards, starts the Doris FE/BE emulator on 127.0.0.1 and
 127.0.0.2, runs a shardsync job that merges emp_N.employees_M into
 demo.all_employees_info, shows the merged table, changes rows in two shards
-and shows the target follow, then stops everything.`,
+and shows the target follow, then stops everything.
+
+With --source postgres the shards are schemas emp_N of a throwaway
+PostgreSQL 15 cluster (Debian's postgresql-15 must be installed), read
+through a logical replication slot.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), cmd.OutOrStdout(), keep)
+			switch source {
+			case "mysql":
+				return runDemo(cmd.Context(), cmd.OutOrStdout(), keep, nil)
+			case "postgres":
+				return runDemo(cmd.Context(), cmd.OutOrStdout(), keep, startDemoPostgres)
+			}
+			return usagef("--source %q: use mysql or postgres", source)
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the demo's directory (ledger, logs, MariaDB datadir) afterwards")
+	cmd.Flags().StringVar(&source, "source", "mysql", "the shards' server: mysql (MariaDB) or postgres (PostgreSQL 15)")
 	return cmd
 }
 
@@ -58,7 +70,7 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
-func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
+func runDemo(ctx context.Context, w io.Writer, keep bool, pgStart demoSourceStarter) (err error) {
 	out := &syncWriter{w: w}
 	dir, err := os.MkdirTemp("", "shardsync-demo-")
 	if err != nil {
@@ -70,26 +82,39 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 		defer os.RemoveAll(dir)
 	}
 
-	demoStep(out, "Starting MariaDB with the binlog on (ROW format, GTIDs)")
-	m, err := testenv.LaunchMariaDB(ctx, testenv.MariaDBOptions{Dir: filepath.Join(dir, "mariadb")})
-	if err != nil {
-		return err
-	}
-	defer m.Stop() //nolint:errcheck // best effort at the end of the demo
-	fmt.Fprintf(out, "    MariaDB listens on %s\n", m.Addr())
-
-	demoStep(out, "Creating the tutorial's shards: emp_1, emp_2 × employees_1, employees_2")
-	if err := m.Exec(testenv.TutorialSQL); err != nil {
-		return err
-	}
-	for _, db := range []string{"emp_1", "emp_2"} {
-		for _, t := range []string{"employees_1", "employees_2"} {
-			rows, err := m.Query("SELECT COUNT(*) FROM " + db + "." + t)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "    %s.%s: %s rows\n", db, t, rows[0][0])
+	var srcArgs []string
+	var srcExec func(...string) error
+	prompt := "mariadb"
+	if pgStart != nil {
+		ds, err := pgStart(ctx, out, dir)
+		if err != nil {
+			return err
 		}
+		defer ds.stop()
+		srcArgs, srcExec, prompt = ds.args, ds.exec, ds.prompt
+	} else {
+		demoStep(out, "Starting MariaDB with the binlog on (ROW format, GTIDs)")
+		m, err := testenv.LaunchMariaDB(ctx, testenv.MariaDBOptions{Dir: filepath.Join(dir, "mariadb")})
+		if err != nil {
+			return err
+		}
+		defer m.Stop() //nolint:errcheck // best effort at the end of the demo
+		fmt.Fprintf(out, "    MariaDB listens on %s\n", m.Addr())
+
+		demoStep(out, "Creating the tutorial's shards: emp_1, emp_2 × employees_1, employees_2")
+		if err := m.Exec(testenv.TutorialSQL); err != nil {
+			return err
+		}
+		for _, db := range []string{"emp_1", "emp_2"} {
+			for _, t := range []string{"employees_1", "employees_2"} {
+				rows, err := m.Query("SELECT COUNT(*) FROM " + db + "." + t)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "    %s.%s: %s rows\n", db, t, rows[0][0])
+			}
+		}
+		srcArgs, srcExec = []string{"--mysql", m.Addr()}, m.Exec
 	}
 
 	demoStep(out, "Starting the Doris emulator (FE 127.0.0.1, BE 127.0.0.2)")
@@ -102,9 +127,10 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 
 	args := []string{
 		"--sources", "emp_[0-9]+", "--tables", "employees_[0-9]+", "--target", "demo.all_employees_info",
-		"--mysql", m.Addr(), "--doris-fe", emu.FEHTTPAddr(), "--doris-query", emu.QueryAddr(),
+		"--doris-fe", emu.FEHTTPAddr(), "--doris-query", emu.QueryAddr(),
 		"--ledger", filepath.Join(dir, "demo.ledger"), "--checkpoint-interval", "1s",
 	}
+	args = append(args[:6:6], append(srcArgs, args[6:]...)...)
 	demoStep(out, "Running: shardsync %s", strings.Join(quoteArgs(args), " "))
 	logPath := filepath.Join(dir, "shardsync.log")
 	logFile, err := os.Create(logPath)
@@ -184,9 +210,9 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 		"UPDATE emp_2.employees_2 SET first_name = 'Shardsync', last_name = 'Demo' WHERE emp_no = 10101",
 	}
 	for _, s := range changes {
-		fmt.Fprintf(out, "    mariadb> %s;\n", s)
+		fmt.Fprintf(out, "    %s> %s;\n", prompt, s)
 	}
-	if err := m.Exec(changes...); err != nil {
+	if err := srcExec(changes...); err != nil {
 		return err
 	}
 

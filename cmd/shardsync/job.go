@@ -26,6 +26,7 @@ import (
 	"github.com/shardsync/shardsync/ledger"
 	"github.com/shardsync/shardsync/maxcompute"
 	"github.com/shardsync/shardsync/merge"
+	"github.com/shardsync/shardsync/source/postgres"
 	"github.com/shardsync/shardsync/twopc"
 )
 
@@ -87,6 +88,9 @@ type jobOptions struct {
 	// Secrets given in a pipeline file (after ${ENV} substitution). They
 	// have no flag: argv is visible to every local user.
 	mysqlPassword, dorisPassword, mcAccessKey, mcStsToken string
+
+	// The PostgreSQL source (postgres.go); pgAddr set selects it.
+	pg postgresOptions
 }
 
 func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
@@ -125,6 +129,7 @@ func (o *jobOptions) addSourceFlags(fs *pflag.FlagSet) {
 	fs.Uint32Var(&o.serverID, "server-id", 5400, "replica server id for reading the binlog; unique among the source's replicas")
 	fs.IntVar(&o.chunkSize, "chunk-size", 8096, "rows per snapshot chunk")
 	fs.IntVar(&o.readers, "readers", 0, "tables snapshotted in parallel (default: one per CPU)")
+	o.pg.addFlags(fs)
 	fs.StringVar(&o.snapshotMode, "snapshot-mode", "auto", "how snapshot chunks are made consistent with the binlog: consistent (MariaDB's consistent-snapshot position), watermark (Flink CDC's low/high watermarks and binlog merge; replays as replica ids server-id+1…server-id+readers) or auto (consistent on MariaDB, watermark on MySQL)")
 }
 
@@ -196,6 +201,7 @@ type job struct {
 	rules    []routeRule
 	target   *change.TableID
 	mysqlPW  string
+	pgPW     string
 	dorisCfg *doris.Config
 	mcCfg    *maxcompute.Config
 	coordCfg twopc.Config
@@ -221,6 +227,9 @@ func (j *job) displayName() string {
 // defaultPrefix derives a stable label prefix from what identifies the job.
 func defaultPrefix(o jobOptions) string {
 	parts := []string{o.mysqlAddr, o.sources, o.tables, o.target}
+	if o.pg.addr != "" { // a PostgreSQL job: its server and database instead
+		parts[0] = "postgres://" + o.pg.addr + "/" + o.pg.database
+	}
 	for _, r := range o.routes { // only when routes are given: older defaults stay
 		parts = append(parts, r.Source, r.Sink, r.ReplaceSymbol)
 	}
@@ -275,7 +284,15 @@ func prepareAll(o jobOptions, log *slog.Logger, out io.Writer) (*job, []error) {
 			problems = append(problems, usagef("--http-addr %q must be host:port, e.g. 127.0.0.1:9464", o.httpAddr))
 		}
 	}
-	if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
+	if o.pg.addr != "" {
+		if err := o.pg.validate(); err != nil {
+			problems = append(problems, err)
+		}
+		var err error
+		if j.pgPW, err = secret(o.pg.passwordFile, o.pg.password, envPostgresPassword, "PostgreSQL"); err != nil {
+			problems = append(problems, err)
+		}
+	} else if _, _, err := net.SplitHostPort(o.mysqlAddr); err != nil {
 		problems = append(problems, usagef("--mysql %q must be host:port, e.g. 127.0.0.1:3306", o.mysqlAddr))
 	}
 	if j.memLimit, err = parseMemoryLimit(o.memoryLimit); err != nil {
@@ -440,6 +457,9 @@ func splitList(s string) []string {
 
 // discover lists the source's tables and plans the routes.
 func (j *job) discover(ctx context.Context) ([]targetRoute, error) {
+	if j.opts.pg.addr != "" {
+		return j.discoverPostgres(ctx)
+	}
 	c, err := dialSource(ctx, j.opts.mysqlAddr, j.opts.mysqlUser, j.mysqlPW)
 	if err != nil {
 		return nil, err
@@ -575,6 +595,14 @@ func (j *job) run(ctx context.Context) error {
 	if err := mcfg.Validate(); err != nil {
 		return usageError{err}
 	}
+	open := func(ctx context.Context, token change.Token) (jobSource, error) {
+		return merge.Open(ctx, mcfg, token, j.log.With("part", "source"))
+	}
+	if j.opts.pg.addr != "" {
+		if open, err = j.postgresOpener(routes); err != nil {
+			return err
+		}
+	}
 
 	restarts, lastResume := 0, []byte(nil)
 	for {
@@ -588,7 +616,7 @@ func (j *job) run(ctx context.Context) error {
 			if mcfg.Decisions, err = decisions(led); err != nil {
 				return err
 			}
-			err = j.runOnce(ctx, led, sinks, mcfg, rep.Resume)
+			err = j.runOnce(ctx, led, sinks, open, rep.Resume)
 			err = withWayForward(err, j.ledger)
 		} else {
 			err = fmt.Errorf("recovering from ledger %s: %w", j.ledger, err)
@@ -667,9 +695,9 @@ func (j *job) componentAddrs() map[string]string {
 }
 
 // runOnce opens the source at token and streams until an error or ctx ends.
-func (j *job) runOnce(ctx context.Context, led *ledger.Ledger, sinks []twopc.Sink, mcfg merge.Config, token change.Token) error {
+func (j *job) runOnce(ctx context.Context, led *ledger.Ledger, sinks []twopc.Sink, open func(context.Context, change.Token) (jobSource, error), token change.Token) error {
 	j.mon.setPhase(phaseConnecting)
-	src, err := merge.Open(ctx, mcfg, token, j.log.With("part", "source"))
+	src, err := open(ctx, token)
 	if err != nil {
 		return fromComponent(componentSource, err)
 	}
@@ -691,6 +719,7 @@ func terminal(err error) bool {
 		merge.ErrPrerequisite, merge.ErrBinlogPurged, merge.ErrDuplicateServerID,
 		merge.ErrIncompatibleSchema, merge.ErrNoShards, merge.ErrBadToken, merge.ErrAccessDenied,
 		ledger.ErrLocked, ledger.ErrDamaged,
+		postgres.ErrSlot, postgres.ErrToast, postgres.ErrAuth,
 	} {
 		if errors.Is(err, e) {
 			return true

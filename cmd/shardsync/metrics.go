@@ -22,7 +22,7 @@ import (
 
 	"github.com/shardsync/shardsync/change"
 	"github.com/shardsync/shardsync/ledger"
-	"github.com/shardsync/shardsync/merge"
+	"github.com/shardsync/shardsync/source/postgres"
 	"github.com/shardsync/shardsync/twopc"
 )
 
@@ -66,7 +66,8 @@ type monitor struct {
 
 	mu          sync.Mutex
 	phase       string
-	src         *merge.Source
+	src         jobSource
+	slotCfg     *postgres.Config // the PostgreSQL source's slot, when it is one
 	led         *ledger.Ledger
 	lastErr     string
 	committed   uint64
@@ -153,7 +154,7 @@ func (m *monitor) noteRestart(err error) {
 	m.lastErr = errText(err)
 }
 
-func (m *monitor) setSource(s *merge.Source) {
+func (m *monitor) setSource(s jobSource) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.src = s
@@ -166,7 +167,7 @@ func (m *monitor) setLedger(l *ledger.Ledger) {
 }
 
 // currentPhase is the phase, with snapshot/streaming read from the source.
-func (m *monitor) currentPhase() (string, *merge.Source) {
+func (m *monitor) currentPhase() (string, jobSource) {
 	m.mu.Lock()
 	p, src := m.phase, m.src
 	m.mu.Unlock()
@@ -310,6 +311,14 @@ func (s *countingSource) Next(ctx context.Context) (change.Event, error) {
 		}
 	}
 	return ev, nil
+}
+
+// Committed forwards the coordinator's committed tokens to a source that
+// listens for them (the PostgreSQL source acknowledges its slot with them).
+func (s *countingSource) Committed(tok change.Token) {
+	if l, ok := s.src.(twopc.CommitListener); ok {
+		l.Committed(tok)
+	}
 }
 
 func (m *monitor) countRead(rows []change.Row) {

@@ -135,7 +135,7 @@ var pipelineKeys = []pipelineKey{
 	// source: (type mysql)
 	customKey(secSource, "type", "", "must be mysql (MySQL and MariaDB)", func(_ *fileState, _, v string) error {
 		if v != "mysql" {
-			return fmt.Errorf("source type %q is not supported: use mysql (it reads MySQL and MariaDB)", v)
+			return fmt.Errorf("source type %q is not supported: use mysql (it reads MySQL and MariaDB) or postgres", v)
 		}
 		return nil
 	}),
@@ -464,10 +464,14 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 		}
 	}
 	src, sink := seen["source"], seen["sink"]
+	srcSection := secSource
 	if src == nil {
 		fail(root.Line, "source: is missing (type: mysql, hostname, port, username, tables, ...)")
 	} else {
-		applySection(st, secSource, src, getenv)
+		if isPostgresSource(src) {
+			srcSection = secPGSource
+		}
+		applySection(st, srcSection, src, getenv)
 	}
 	if sink == nil {
 		fail(root.Line, "sink: is missing (type: doris or maxcompute, ...)")
@@ -497,10 +501,17 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 			fail(src.Line, "source: port is set but hostname is not")
 			return done()
 		}
+		flag := "mysql"
+		if srcSection == secPGSource {
+			flag = "postgres"
+			if port == "" {
+				port = "5432"
+			}
+		}
 		if port == "" {
 			port = "3306"
 		}
-		_ = fs.Set("mysql", net.JoinHostPort(host, port))
+		_ = fs.Set(flag, net.JoinHostPort(host, port))
 	}
 	return done()
 }

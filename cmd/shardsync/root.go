@@ -53,7 +53,7 @@ func newRootCommand() *cobra.Command {
 		return j.run(cmd.Context())
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCommand(), newTxnCommand(), newDemoCommand(), newStatusCommand(), newValidateCommand(), newDocsCommand(), newSkipEventCommand())
+	root.AddCommand(newVersionCommand(), newTxnCommand(), newDemoCommand(), newStatusCommand(), newValidateCommand(), newDocsCommand(), newSkipEventCommand(), newPostgresCommand())
 	return root
 }
 

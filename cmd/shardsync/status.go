@@ -52,6 +52,9 @@ type statusReport struct {
 	Departed     []merge.Departed  `json:"departed,omitempty"`
 	ShardDeletes []shardDeleteInfo `json:"shard_deletes,omitempty"`
 	Decisions    []ledger.Decision `json:"decisions,omitempty"`
+
+	// Slot is the PostgreSQL source's replication slot (running jobs).
+	Slot *slotStatus `json:"postgres_slot,omitempty"`
 }
 
 type shardDeleteInfo struct {
@@ -97,13 +100,16 @@ func (m *monitor) status() statusReport {
 		f := time.Since(m.visibleAt).Seconds()
 		r.FreshnessSeconds = &f
 	}
-	led := m.led
+	led, slotCfg := m.led, m.slotCfg
 	m.mu.Unlock()
 	if down := m.unreachable(); len(down) > 0 {
 		r.Unreachable = down
 	}
+	r.Slot = slotStatusOf(slotCfg)
 	if src != nil {
-		r.Departed = src.Departed()
+		if d, ok := src.(interface{ Departed() []merge.Departed }); ok {
+			r.Departed = d.Departed() // sources that track shard lifecycle (MySQL)
+		}
 		r.Flavor = src.Flavor()
 		for _, t := range src.Progress().Tables {
 			r.Tables = append(r.Tables, tableStatus{Table: t.Table.String(), Target: t.Target.String(), Rows: t.Rows,
@@ -124,7 +130,7 @@ func fillFromLedger(r *statusReport, l *ledger.Ledger, stopped bool) {
 	if tok, err := l.Resume(); err == nil {
 		if len(tok) == 0 {
 			r.Position = "the beginning (no epoch committed yet: the snapshot starts over)"
-		} else if info, err := merge.DescribeToken(tok); err == nil {
+		} else if info, err := describeToken(tok); err == nil {
 			r.Position = info.Position
 			if r.Flavor == "" {
 				r.Flavor = info.Flavor
@@ -339,6 +345,13 @@ func printStatus(w io.Writer, r statusReport) error {
 	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "last error:      %s\n", r.Error)
+	}
+	if sl := r.Slot; sl != nil {
+		if sl.Error != "" {
+			fmt.Fprintf(w, "postgres slot:   %s: %s\n", sl.Name, sl.Error)
+		} else {
+			fmt.Fprintf(w, "postgres slot:   %s, %s WAL retained, %s behind, active=%t, wal_status=%s\n", sl.Name, bytesText(sl.RetainedWALBytes), bytesText(sl.LagBytes), sl.Active, dash(sl.WALStatus))
+		}
 	}
 	if len(r.Tables) > 0 {
 		fmt.Fprintln(w)
