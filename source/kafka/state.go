@@ -98,6 +98,9 @@ type BadRecordError struct {
 	Reason    string
 }
 
+// Unwrap makes errors.Is(err, ErrBadRecord) hold.
+func (e *BadRecordError) Unwrap() error { return errBadRecord }
+
 func (e *BadRecordError) Error() string {
 	return fmt.Sprintf("bad canal-json record at topic %s partition %d offset %d: %s (fix the producer, or run with a dead-letter file to set such records aside)",
 		e.Topic, e.Partition, e.Offset, e.Reason)
@@ -398,7 +401,7 @@ func (s *state) prepareSchema(r record, m *message, at uint64) error {
 		cause = si.ddl
 	}
 	// An announcement is a cut point: end the unit before it.
-	if s.dirty || s.unitRows {
+	if s.unitRows {
 		if s.mode == "tidb" {
 			saved := s.released
 			if at > s.released {
