@@ -33,6 +33,16 @@ type CanalWorkload struct {
 	sent []CanalMsg
 	// held are messages delayed to after the next transaction.
 	held []CanalMsg
+	ops  []CanalOp
+}
+
+// CanalOp is one change the model made: an upsert of row version Ver, or
+// the delete of that version.
+type CanalOp struct {
+	Shard  ShardID
+	ID     int64
+	Ver    int64
+	Delete bool
 }
 
 // CanalRow is one row of the model.
@@ -97,6 +107,7 @@ func (w *CanalWorkload) Txn() []CanalMsg {
 			r := CanalRow{ID: id, Name: fmt.Sprintf("n%d", w.rnd.IntN(1000)), Amount: fmt.Sprintf("%d.%02d", w.rnd.IntN(10000), w.rnd.IntN(100)), Ver: 1, At: w.at()}
 			m[id] = r
 			changes = append(changes, canalChange{s, "INSERT", nil, &r})
+			w.ops = append(w.ops, CanalOp{s, id, 1, false})
 			touched[fmt.Sprint(s, id)] = true
 		default:
 			id := w.pick(m)
@@ -111,9 +122,11 @@ func (w *CanalWorkload) Txn() []CanalMsg {
 				r.Amount = fmt.Sprintf("%d.%02d", w.rnd.IntN(10000), w.rnd.IntN(100))
 				m[id] = r
 				changes = append(changes, canalChange{s, "UPDATE", &old, &r})
+				w.ops = append(w.ops, CanalOp{s, id, r.Ver, false})
 			} else {
 				delete(m, id)
 				changes = append(changes, canalChange{s, "DELETE", &old, nil})
+				w.ops = append(w.ops, CanalOp{s, id, old.Ver, true})
 			}
 		}
 	}
@@ -270,6 +283,9 @@ func (w *CanalWorkload) Resend(n int) []CanalMsg {
 	n = min(n, len(w.sent))
 	return slices.Clone(w.sent[len(w.sent)-n:])
 }
+
+// Ops lists every change made so far, in order.
+func (w *CanalWorkload) Ops() []CanalOp { return w.ops }
 
 // Expected returns the model: shard → id → row.
 func (w *CanalWorkload) Expected() map[ShardID]map[int64]CanalRow { return w.rows }

@@ -26,6 +26,7 @@ import (
 	"github.com/shardsync/shardsync/ledger"
 	"github.com/shardsync/shardsync/maxcompute"
 	"github.com/shardsync/shardsync/merge"
+	"github.com/shardsync/shardsync/source/kafka"
 	"github.com/shardsync/shardsync/twopc"
 )
 
@@ -72,6 +73,8 @@ type jobOptions struct {
 
 	logFormat, logLevel string
 
+	kafka kafkaOptions // the Kafka source (kafka.go); --kafka selects it
+
 	// Secrets given in a pipeline file (after ${ENV} substitution). They
 	// have no flag: argv is visible to every local user.
 	mysqlPassword, dorisPassword, mcAccessKey, mcStsToken string
@@ -107,6 +110,7 @@ func (o *jobOptions) addSourceFlags(fs *pflag.FlagSet) {
 	fs.Uint32Var(&o.serverID, "server-id", 5400, "replica server id for reading the binlog; unique among the source's replicas")
 	fs.IntVar(&o.chunkSize, "chunk-size", 8096, "rows per snapshot chunk")
 	fs.IntVar(&o.readers, "readers", 0, "tables snapshotted in parallel (default: one per CPU)")
+	o.addKafkaFlags(fs)
 	fs.StringVar(&o.snapshotMode, "snapshot-mode", "auto", "how snapshot chunks are made consistent with the binlog: consistent (MariaDB's consistent-snapshot position), watermark (Flink CDC's low/high watermarks and binlog merge; replays as replica ids server-id+1…server-id+readers) or auto (consistent on MariaDB, watermark on MySQL)")
 }
 
@@ -181,6 +185,7 @@ type job struct {
 	prefix   string
 	ledger   string
 	memLimit int64 // --memory-limit in bytes, 0: none
+	kafkaCfg kafka.Config
 
 	// progressOut receives the snapshot progress display (a terminal);
 	// nil: progress goes to the log.
@@ -199,6 +204,9 @@ func (j *job) displayName() string {
 
 // defaultPrefix derives a stable label prefix from what identifies the job.
 func defaultPrefix(o jobOptions) string {
+	if o.isKafka() {
+		return kafkaDefaultPrefix(o)
+	}
 	parts := []string{o.mysqlAddr, o.sources, o.tables, o.target}
 	for _, r := range o.routes { // only when routes are given: older defaults stay
 		parts = append(parts, r.Source, r.Sink, r.ReplaceSymbol)
@@ -249,6 +257,11 @@ func prepare(o jobOptions, log *slog.Logger, out io.Writer) (*job, error) {
 	}
 	if o.serverID == 0 {
 		return nil, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas")
+	}
+	if o.isKafka() {
+		if j.kafkaCfg, err = o.kafkaConfig(); err != nil {
+			return nil, err
+		}
 	}
 	if j.mysqlPW, err = secret(o.mysqlPasswordFile, o.mysqlPassword, envMySQLPassword, "MySQL"); err != nil {
 		return nil, err
@@ -450,11 +463,19 @@ func (j *job) run(ctx context.Context) error {
 		prev := debug.SetMemoryLimit(j.memLimit)
 		defer debug.SetMemoryLimit(prev)
 	}
-	routes, err := j.discover(ctx)
-	if err != nil {
-		return err
+	var routes []targetRoute
+	var err error
+	if j.opts.isKafka() {
+		if routes, err = j.kafkaRoutes(); err != nil {
+			return err
+		}
+		fmt.Fprintf(j.out, "shardsync: label prefix %s, ledger %s\nshardsync: shards → targets:\n%s", j.prefix, j.ledger, indent(describeKafkaRoutes(routes)))
+	} else {
+		if routes, err = j.discover(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(j.out, "shardsync: label prefix %s, ledger %s\nshardsync: shards → targets:\n%s", j.prefix, j.ledger, indent(describeRoutes(routes)))
 	}
-	fmt.Fprintf(j.out, "shardsync: label prefix %s, ledger %s\nshardsync: shards → targets:\n%s", j.prefix, j.ledger, indent(describeRoutes(routes)))
 
 	if j.opts.httpAddr != "" {
 		stop, addr, err := serveHTTP(ctx, j.opts.httpAddr, j.mon, j.opts.pprof, j.log)
@@ -542,6 +563,9 @@ func restartBackoff(n int) time.Duration {
 
 // runOnce opens the source at token and streams until an error or ctx ends.
 func (j *job) runOnce(ctx context.Context, led *ledger.Ledger, sinks []twopc.Sink, mcfg merge.Config, token change.Token) error {
+	if j.opts.isKafka() {
+		return j.runKafkaOnce(ctx, led, sinks, mcfg, token)
+	}
 	j.mon.setPhase(phaseConnecting)
 	src, err := merge.Open(ctx, mcfg, token, j.log.With("part", "source"))
 	if err != nil {
@@ -568,6 +592,9 @@ func terminal(err error) bool {
 		if errors.Is(err, e) {
 			return true
 		}
+	}
+	if kafkaTerminal(err) {
+		return true
 	}
 	var u usageError
 	return errors.As(err, &u)

@@ -440,7 +440,11 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 	if sink == nil {
 		return o, nil, fail(root.Line, "sink: is missing (type: doris or maxcompute, ...)")
 	}
-	if err := applySection(st, secSource, src, getenv); err != nil {
+	srcSection := secSource
+	if t, _ := sectionType(src, path); t == "kafka" {
+		srcSection = secKafka
+	}
+	if err := applySection(st, srcSection, src, getenv); err != nil {
 		return o, st.warnings, err
 	}
 	sinkType, err := sectionType(sink, path)
