@@ -23,6 +23,7 @@ import (
 
 func newDemoCommand() *cobra.Command {
 	var keep bool
+	var source string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the Doris tutorial end to end on this machine (MariaDB + the Doris emulator)",
@@ -34,9 +35,16 @@ demo.all_employees_info, shows the merged table, changes rows in two shards
 and shows the target follow, then stops everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), cmd.OutOrStdout(), keep)
+			switch source {
+			case "mysql":
+				return runDemo(cmd.Context(), cmd.OutOrStdout(), keep)
+			case "kafka":
+				return runKafkaDemo(cmd.Context(), cmd.OutOrStdout(), keep)
+			}
+			return usagef("--source %q: use mysql or kafka", source)
 		},
 	}
+	cmd.Flags().StringVar(&source, "source", "mysql", "mysql (MariaDB shards) or kafka (TiCDC canal-json produced into an in-process Kafka broker)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the demo's directory (ledger, logs, MariaDB datadir) afterwards")
 	return cmd
 }

@@ -232,7 +232,8 @@ func kafkaTerminal(err error) bool {
 func describeKafkaRoutes(routes []targetRoute) string {
 	var b strings.Builder
 	for _, r := range routes {
-		fmt.Fprintf(&b, "%s.%s (tables named in the messages) → %s\n", r.db, r.table, r.target)
+		plain := func(s string) string { return strings.TrimSuffix(strings.TrimPrefix(s, "^(?:"), ")$") }
+		fmt.Fprintf(&b, "%s.%s (database.table named in the messages) → %s\n", plain(r.db.String()), plain(r.table.String()), r.target)
 	}
 	return b.String()
 }

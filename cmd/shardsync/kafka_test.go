@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -326,4 +327,68 @@ func TestKafkaJobFlavours(t *testing.T) {
 			r.requireExactlyOnce(t)
 		})
 	}
+}
+
+// TestKafkaDemo runs `shardsync demo --source kafka` as a user would.
+func TestKafkaDemo(t *testing.T) {
+	out, err := run(t, "demo", "--source", "kafka")
+	require.NoError(t, err, out)
+	for _, want := range []string{
+		"Starting an in-process Kafka broker", "shop_[0-9]+.orders_[0-9]+ (database.table named in the messages) → demo.all_orders",
+		"doris> SELECT COUNT(*) FROM demo.all_orders;", "TiCDC restarts", "Stopping the job cleanly", "Done:",
+	} {
+		require.Contains(t, out, want)
+	}
+	require.NotContains(t, strings.ToLower(out), "error")
+}
+
+// TestKafkaPipelineFile: a Flink SQL Kafka table's options in a pipeline
+// file make the same job as the flags.
+func TestKafkaPipelineFile(t *testing.T) {
+	yaml := `source:
+  type: kafka
+  properties.bootstrap.servers: b1:9092,b2:9092
+  topic: tidb-a;tidb-b
+  value.format: canal-json
+  canal-json.database.include: emp_[0-9]+
+  canal-json.table.include: orders_[0-9]+
+  scan.startup.mode: earliest-offset
+  properties.group.id: flink-job
+  properties.security.protocol: SASL_PLAINTEXT
+  properties.sasl.mechanism: SCRAM-SHA-256
+  properties.sasl.jaas.config: org.apache.kafka.common.security.scram.ScramLoginModule required username="cdc" password="${KPW}";
+  partitions: 0-3
+sink:
+  type: doris
+  fenodes: f:8030
+pipeline:
+  name: k
+`
+	o, warns, err := parsePipeline("p.yaml", []byte(yaml), mapEnv(map[string]string{"KPW": "s3cret"}))
+	require.NoError(t, err)
+	require.Equal(t, "b1:9092,b2:9092", o.kafka.brokers)
+	require.Equal(t, "tidb-a,tidb-b", o.kafka.topics)
+	require.Equal(t, "emp_[0-9]+", o.sources)
+	require.Equal(t, "orders_[0-9]+", o.tables)
+	require.Equal(t, "cdc", o.kafka.saslUser)
+	require.Equal(t, "s3cret", o.kafka.password)
+	require.Equal(t, "0-3", o.kafka.partitions)
+	require.Len(t, warns, 1)
+	require.Contains(t, warns[0], "properties.group.id")
+	o.target = "d.t"
+	c, err := o.kafkaConfig()
+	require.NoError(t, err)
+	require.Equal(t, []int32{0, 1, 2, 3}, c.Partitions)
+	require.Equal(t, "SCRAM-SHA-256", c.SASLMechanism)
+	require.Equal(t, "s3cret", c.SASLPassword)
+
+	_, _, err = parsePipeline("p.yaml", []byte(strings.Replace(yaml, "partitions: 0-3", "canal-json.ignore-parse-errors: true", 1)), mapEnv(map[string]string{"KPW": "x"}))
+	require.ErrorContains(t, err, "never drops records silently")
+	_, err = parsePartitions("3-1")
+	require.Error(t, err)
+	// Scale-out: processes with other partitions get other default label
+	// prefixes (and so other ledgers).
+	a, b := o, o
+	b.kafka.partitions = "4-7"
+	require.NotEqual(t, defaultPrefix(a), defaultPrefix(b))
 }
