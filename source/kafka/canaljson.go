@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // The canal-json decoder. Both producers write the same flat message
@@ -238,9 +237,4 @@ func (m *message) images(i int) (before, after map[string]*string) {
 		}
 	}
 	return before, after
-}
-
-// describe names the message for errors.
-func (m *message) describe() string {
-	return fmt.Sprintf("%s %s.%s", m.typ, m.database, strings.TrimSpace(m.table))
 }

@@ -2,11 +2,13 @@ package kafka_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,7 +86,10 @@ func TestBrokerRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	m := newModel()
-	src, err := kafka.Open(ctx, sourceConfig(addr), nil, nil)
+	logs := &syncBuf{}
+	cfg := sourceConfig(addr)
+	cfg.ConnectTimeout = time.Second
+	src, err := kafka.Open(ctx, cfg, nil, slog.New(slog.NewTextHandler(logs, nil)))
 	require.NoError(t, err)
 	defer src.Close()
 	read := func(until func() bool) {
@@ -101,7 +106,7 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	read(func() bool { return m.matches(w) })
 	c.Close()
-	time.Sleep(500 * time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "Kafka brokers unreachable") }, 30*time.Second, 100*time.Millisecond)
 	c = start()
 	defer c.Close()
 	for range 20 {
@@ -110,6 +115,24 @@ func TestBrokerRestart(t *testing.T) {
 	produce(t, prod, w.Watermark())
 	read(func() bool { return m.matches(w) })
 	m.check(t, w)
+	require.Contains(t, logs.String(), "Kafka brokers reachable again")
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestBadRecords: a bad record stops the stream naming topic, partition,

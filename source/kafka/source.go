@@ -413,12 +413,25 @@ func (s *Source) run(ctx context.Context, tok *tokenState) error {
 			return err
 		}
 	}
+	lastData, down := time.Now(), false
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		fetches := s.cl.PollFetches(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if fetches.NumRecords() > 0 {
+			lastData = time.Now()
+			if down {
+				down = false
+				s.log.Info("Kafka brokers reachable again", "brokers", strings.Join(s.cfg.Brokers, ","))
+			}
+		} else if time.Since(lastData) > s.cfg.ConnectTimeout {
+			// Idle for a while: tell a quiet topic from unreachable
+			// brokers (the client retries on its own either way).
+			lastData = time.Now()
+			down = s.checkBrokers(ctx, down)
 		}
 		for _, fe := range fetches.Errors() {
 			if errors.Is(fe.Err, context.DeadlineExceeded) || errors.Is(fe.Err, context.Canceled) {
@@ -478,6 +491,22 @@ func (s *Source) fetchError(ctx context.Context, fe kgo.FetchError) error {
 	}
 	s.log.Warn("kafka fetch error; retrying", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
 	return nil
+}
+
+// checkBrokers pings the brokers and logs once when they become
+// unreachable and once when they are back.
+func (s *Source) checkBrokers(ctx context.Context, wasDown bool) bool {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	err := s.cl.Ping(pctx)
+	switch {
+	case err != nil && !wasDown:
+		s.log.Warn("Kafka brokers unreachable; waiting for them and retrying (nothing is skipped, the position stays in the ledger)",
+			"brokers", strings.Join(s.cfg.Brokers, ","), "err", err)
+	case err == nil && wasDown:
+		s.log.Info("Kafka brokers reachable again", "brokers", strings.Join(s.cfg.Brokers, ","))
+	}
+	return err != nil
 }
 
 func (p *partState) nextOr() int64 {
