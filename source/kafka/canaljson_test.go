@@ -117,3 +117,40 @@ func TestStateFixtures(t *testing.T) {
 	require.Equal(t, int64(1), bad.Offset)
 	require.ErrorContains(t, err, "topic t partition 0 offset 1")
 }
+
+// TestStateDDL: an ALTER on partition 0 is applied in commitTs order; the
+// next DML shows the new column and the target schema evolves with the
+// statement as its cause. Dropping a routed shard stops the stream.
+func TestStateDDL(t *testing.T) {
+	r, err := merge.NewRoute(`shop`, `orders`, change.TableID{Database: "dw", Table: "orders"})
+	require.NoError(t, err)
+	mg, err := merge.NewMerger(merge.Config{Routes: []merge.Route{r}})
+	require.NoError(t, err)
+	s := newState(mg, []tp{{"t", 0}}, nil, 100)
+	var evs []change.Event
+	s.emit = func(ev change.Event) error { evs = append(evs, ev); return nil }
+	added := `{"id":0,"database":"shop","table":"orders","pkNames":["id"],"isDdl":false,"type":"INSERT","es":1,"ts":1,"sql":"",
+ "mysqlType":{"id":"bigint","status":"varchar","note":"varchar(8)"},"data":[{"id":"43","status":"new","note":"hi"}],"old":null,"_tidb":{"commitTs":451973166500000000}}`
+	wm := `{"isDdl":false,"type":"TIDB_WATERMARK","_tidb":{"watermarkTs":451973166600000000}}`
+	for i, v := range []string{ticdcUpdate, ticdcAlter, added, wm} {
+		require.NoError(t, s.handle(record{"t", 0, int64(i), []byte(v)}))
+	}
+	var schemas []*change.TableSchema
+	for _, ev := range evs {
+		if ev.Kind == change.EventSchema {
+			schemas = append(schemas, ev.Schema)
+		}
+	}
+	require.Len(t, schemas, 2)
+	require.Equal(t, "ALTER TABLE orders ADD COLUMN note varchar(8)", schemas[1].Cause)
+	require.Equal(t, change.AddColumn, schemas[1].Changes[0].Kind)
+	require.Equal(t, "note", schemas[1].Changes[0].Column.Name)
+	last := evs[len(evs)-2]
+	require.Equal(t, []change.Value{"shop", "orders", int64(43), "new", "hi"}, last.Rows[0].After)
+
+	erase := `{"database":"shop","table":"orders","isDdl":true,"type":"ERASE","sql":"DROP TABLE orders","_tidb":{"commitTs":451973166700000000}}`
+	require.NoError(t, s.handle(record{"t", 0, 4, []byte(erase)}))
+	err = s.handle(record{"t", 0, 5, []byte(`{"isDdl":false,"type":"TIDB_WATERMARK","_tidb":{"watermarkTs":451973166800000000}}`)})
+	require.ErrorIs(t, err, merge.ErrIncompatibleSchema)
+	require.ErrorContains(t, err, "DROP TABLE orders")
+}

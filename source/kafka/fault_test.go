@@ -224,3 +224,40 @@ func TestOffsetOutOfRange(t *testing.T) {
 	require.ErrorIs(t, err, kafka.ErrUnavailable)
 	require.ErrorContains(t, err, "127.0.0.1:1")
 }
+
+// TestTopicDeleted: the topic is deleted while the source reads it: the
+// stream ends with ErrTopic naming it.
+func TestTopicDeleted(t *testing.T) {
+	_, addr := newCluster(t, 1)
+	prod := newProducer(t, addr)
+	w := testenv.NewCanalWorkload(2, "ticdc", 1, shards...)
+	produce(t, prod, w.Txn())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	src, err := kafka.Open(ctx, sourceConfig(addr), nil, nil)
+	require.NoError(t, err)
+	defer src.Close()
+	for {
+		ev, err := src.Next(ctx)
+		require.NoError(t, err)
+		if ev.Kind == change.EventCommit {
+			break
+		}
+	}
+	req := kmsg.NewPtrDeleteTopicsRequest()
+	req.TopicNames = []string{topic}
+	rt := kmsg.NewDeleteTopicsRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 10000
+	_, err = req.RequestWith(ctx, prod)
+	require.NoError(t, err)
+	for {
+		_, err = src.Next(ctx)
+		if err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, kafka.ErrTopic)
+	require.ErrorContains(t, err, "topic "+topic+" was deleted")
+}
