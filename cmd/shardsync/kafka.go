@@ -306,3 +306,26 @@ func jaasValue(line, key string) string {
 	}
 	return ""
 }
+
+// kafkaPosition renders a Kafka source token for status: the offsets each
+// partition resumes at, and the released watermark with the TiDB extension.
+func kafkaPosition(tok change.Token) (string, bool) {
+	info, err := kafka.DescribeToken(tok)
+	if err != nil {
+		return "", false
+	}
+	keys := make([]string, 0, len(info.Offsets))
+	for k := range info.Offsets {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s@%d", k, info.Offsets[k])
+	}
+	s := "kafka " + strings.Join(parts, " ")
+	if info.Released > 0 {
+		s += fmt.Sprintf(" (TiCDC commitTs below %d applied)", info.Released)
+	}
+	return s, true
+}

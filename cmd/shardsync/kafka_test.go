@@ -392,3 +392,11 @@ pipeline:
 	b.kafka.partitions = "4-7"
 	require.NotEqual(t, defaultPrefix(a), defaultPrefix(b))
 }
+
+func TestKafkaPosition(t *testing.T) {
+	pos, ok := kafkaPosition([]byte(`{"v":1,"source":"kafka","routes":"x","mode":"tidb","released":42,"parts":[{"t":"b","p":1,"o":7},{"t":"a","p":0,"o":3}]}`))
+	require.True(t, ok)
+	require.Equal(t, "kafka a/0@3 b/1@7 (TiCDC commitTs below 42 applied)", pos)
+	_, ok = kafkaPosition([]byte(`{"Version":1}`))
+	require.False(t, ok)
+}
