@@ -10,7 +10,7 @@ import (
 
 // What every source kind shares.
 //
-// A Merger holds a job's routes and the merged targets: it decides which
+// A TableMerger holds a job's routes and the merged targets: it decides which
 // route a table belongs to, merges each shard's columns into its target's
 // union (refusing incompatible shards with ErrIncompatibleSchema), checks a
 // shard's schema changes (columns added at the end, types widened), keeps the
@@ -20,12 +20,12 @@ import (
 // every source kind merges shards with the same rules.
 //
 // Column types are given in the MySQL type vocabulary the targets are
-// described in (ColumnType.Base: "int", "decimal", "varchar", "datetime", …);
+// described in (ColType.Base: "int", "decimal", "varchar", "datetime", …);
 // a source kind maps its own types onto it and documents the mapping
 // (docs/type-mappings.md).
 
-// ColumnType is a column type in the merged-schema vocabulary.
-type ColumnType struct {
+// ColType is a column type in the merged-schema vocabulary.
+type ColType struct {
 	// Base is a MySQL type name: tinyint, smallint, mediumint, int, bigint,
 	// float, double, decimal, char, varchar, tinytext, text, mediumtext,
 	// longtext, binary, varbinary, tinyblob, blob, mediumblob, longblob,
@@ -38,7 +38,7 @@ type ColumnType struct {
 	Elems     []string
 }
 
-func (t ColumnType) internal() (colType, error) {
+func (t ColType) internal() (colType, error) {
 	ct := colType{base: t.Base, unsigned: t.Unsigned, length: t.Length, prec: t.Precision, scale: t.Scale, elems: slices.Clone(t.Elems)}
 	switch ct.kind() {
 	case change.KindInvalid:
@@ -52,21 +52,21 @@ func (t ColumnType) internal() (colType, error) {
 }
 
 // Kind is the change.Kind of values of this type.
-func (t ColumnType) Kind() change.Kind { ct, _ := t.internal(); return ct.kind() }
+func (t ColType) Kind() change.Kind { ct, _ := t.internal(); return ct.kind() }
 
 // SQL renders the type as MySQL prints it.
-func (t ColumnType) SQL() string { ct, _ := t.internal(); return ct.sql() }
+func (t ColType) SQL() string { ct, _ := t.internal(); return ct.sql() }
 
 // ShardColumn is one column of a shard.
 type ShardColumn struct {
 	Name     string
-	Type     ColumnType
+	Type     ColType
 	Nullable bool
 }
 
-// Merger routes shards to targets and merges their schemas. It is safe for
+// TableMerger routes shards to targets and merges their schemas. It is safe for
 // concurrent use.
-type Merger struct {
+type TableMerger struct {
 	cfg Config // Routes, DatabaseColumn, TableColumn
 
 	mu     sync.Mutex
@@ -75,23 +75,25 @@ type Merger struct {
 	shards map[change.TableID]*shard
 }
 
-// NewMerger returns a Merger over routes (anchored, see Anchor). Empty
+// NewTableMerger returns a TableMerger over routes (anchored, see Anchor). Empty
 // metadata column names mean "database_name" and "table_name".
-func NewMerger(routes []Route, databaseColumn, tableColumn string) *Merger {
+func NewTableMerger(routes []Route, databaseColumn, tableColumn string) *TableMerger {
 	cfg := Config{Routes: routes, DatabaseColumn: databaseColumn, TableColumn: tableColumn}
 	cfg.setDefaults()
-	return &Merger{cfg: cfg, tgts: map[change.TableID]*target{}, shards: map[change.TableID]*shard{}}
+	return &TableMerger{cfg: cfg, tgts: map[change.TableID]*target{}, shards: map[change.TableID]*shard{}}
 }
 
 // Routes are the merger's routes.
-func (m *Merger) Routes() []Route { return m.cfg.Routes }
+func (m *TableMerger) Routes() []Route { return m.cfg.Routes }
 
 // MetadataColumns are the names of the database and table columns.
-func (m *Merger) MetadataColumns() (string, string) { return m.cfg.DatabaseColumn, m.cfg.TableColumn }
+func (m *TableMerger) MetadataColumns() (string, string) {
+	return m.cfg.DatabaseColumn, m.cfg.TableColumn
+}
 
 // RouteOf returns the index of the first route whose expressions match the
 // table's database (or schema) and name, or -1.
-func (m *Merger) RouteOf(id change.TableID) int {
+func (m *TableMerger) RouteOf(id change.TableID) int {
 	for i, r := range m.cfg.Routes {
 		if r.Databases.MatchString(id.Database) && r.Tables.MatchString(id.Table) {
 			return i
@@ -102,7 +104,7 @@ func (m *Merger) RouteOf(id change.TableID) int {
 
 // RoutesFingerprint identifies the routes and metadata column names, for
 // resume tokens: a token made under other routes must not be resumed.
-func (m *Merger) RoutesFingerprint() string {
+func (m *TableMerger) RoutesFingerprint() string {
 	return routesFingerprint(m.cfg.Routes, m.cfg.DatabaseColumn, m.cfg.TableColumn)
 }
 
@@ -123,7 +125,7 @@ func toInternal(id change.TableID, cols []ShardColumn) ([]shardCol, error) {
 // the target is new; either means the caller announces the target's Schema
 // before the shard's first row. On error (ErrIncompatibleSchema) nothing
 // changed.
-func (m *Merger) AddShard(id change.TableID, ri int, cols []ShardColumn, key []string, cause string) (changes []change.SchemaChange, newTarget bool, err error) {
+func (m *TableMerger) AddShard(id change.TableID, ri int, cols []ShardColumn, key []string, cause string) (changes []change.SchemaChange, newTarget bool, err error) {
 	if ri < 0 || ri >= len(m.cfg.Routes) {
 		return nil, false, fmt.Errorf("shard %s: route %d does not exist", id, ri)
 	}
@@ -167,7 +169,7 @@ func (m *Merger) AddShard(id change.TableID, ri int, cols []ShardColumn, key []s
 // added at the end, types widened, same key) and returns the target's
 // schema changes. On error (ErrIncompatibleSchema, naming the shard, column
 // and cause) nothing changed.
-func (m *Merger) ChangeShard(id change.TableID, cols []ShardColumn, key []string, cause string) ([]change.SchemaChange, error) {
+func (m *TableMerger) ChangeShard(id change.TableID, cols []ShardColumn, key []string, cause string) ([]change.SchemaChange, error) {
 	ic, err := toInternal(id, cols)
 	if err != nil {
 		return nil, err
@@ -195,14 +197,14 @@ func (m *Merger) ChangeShard(id change.TableID, cols []ShardColumn, key []string
 }
 
 // Has reports whether the shard is merged.
-func (m *Merger) Has(id change.TableID) bool {
+func (m *TableMerger) Has(id change.TableID) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.shards[id] != nil
 }
 
 // TargetOf returns the target a merged shard goes to.
-func (m *Merger) TargetOf(id change.TableID) (change.TableID, bool) {
+func (m *TableMerger) TargetOf(id change.TableID) (change.TableID, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if sh := m.shards[id]; sh != nil {
@@ -214,7 +216,7 @@ func (m *Merger) TargetOf(id change.TableID) (change.TableID, bool) {
 // Schema returns a target's schema: the metadata columns, then the union
 // of its shards' columns; the key is the metadata columns then the source
 // key (empty for keyless shards).
-func (m *Merger) Schema(target change.TableID) (change.Schema, bool) {
+func (m *TableMerger) Schema(target change.TableID) (change.Schema, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	tg := m.tgts[target]
@@ -226,7 +228,7 @@ func (m *Merger) Schema(target change.TableID) (change.Schema, bool) {
 
 // Targets lists the targets in the order they were created, with their
 // shards and schemas.
-func (m *Merger) Targets() []TargetInfo {
+func (m *TableMerger) Targets() []TargetInfo {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]TargetInfo, 0, len(m.order))
@@ -240,7 +242,7 @@ func (m *Merger) Targets() []TargetInfo {
 // TargetRow aligns a shard's values (in the shard's column order, of the
 // kinds of its ColumnTypes) with its target's current schema, filling in
 // the metadata columns and converting widened values.
-func (m *Merger) TargetRow(id change.TableID, vals []change.Value) ([]change.Value, error) {
+func (m *TableMerger) TargetRow(id change.TableID, vals []change.Value) ([]change.Value, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sh := m.shards[id]

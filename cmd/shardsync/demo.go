@@ -44,10 +44,13 @@ through a logical replication slot.`,
 				return runDemo(cmd.Context(), cmd.OutOrStdout(), keep, nil)
 			case "postgres":
 				return runDemo(cmd.Context(), cmd.OutOrStdout(), keep, startDemoPostgres)
+			case "kafka":
+				return runKafkaDemo(cmd.Context(), cmd.OutOrStdout(), keep)
 			}
-			return usagef("--source %q: use mysql or postgres", source)
+			return usagef("--source %q: use mysql, postgres or kafka", source)
 		},
 	}
+	cmd.Flags().StringVar(&source, "source", "mysql", "mysql (MariaDB shards) or kafka (TiCDC canal-json produced into an in-process Kafka broker)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the demo's directory (ledger, logs, MariaDB datadir) afterwards")
 	cmd.Flags().StringVar(&source, "source", "mysql", "the shards' server: mysql (MariaDB) or postgres (PostgreSQL 15)")
 	return cmd

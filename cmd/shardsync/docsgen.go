@@ -33,6 +33,7 @@ func newDocsCommand() *cobra.Command {
 
 var sectionTitles = []struct{ section, title, intro string }{
 	{secSource, "`source:` (type `mysql`)", "Reads MySQL and MariaDB."},
+	{secKafka, "`source:` (type `kafka`)", "Reads canal-json (TiCDC, Alibaba Canal) from Kafka, with the Flink SQL Kafka connector's option names; see [kafka.md](kafka.md)."},
 	{secDoris, "`sink:` (type `doris`)", "Writes Apache Doris through Stream Load two-phase commit."},
 	{secMC, "`sink:` (type `maxcompute`)", "Writes MaxCompute through the tunnel service; see [maxcompute.md](maxcompute.md)."},
 	{secRoute, "`route:` (a list of rules)", "Each rule sends the shards matching `source-table` to `sink-table`; the first rule that matches a shard wins. Shards no rule matches go where they would without rules (`--target`, or the derived target)."},

@@ -26,6 +26,7 @@ import (
 	"github.com/shardsync/shardsync/ledger"
 	"github.com/shardsync/shardsync/maxcompute"
 	"github.com/shardsync/shardsync/merge"
+	"github.com/shardsync/shardsync/source/kafka"
 	"github.com/shardsync/shardsync/source/postgres"
 	"github.com/shardsync/shardsync/twopc"
 )
@@ -84,6 +85,7 @@ type jobOptions struct {
 
 	// fileLines: flag name → line of the pipeline-file key that set it.
 	fileLines map[string]int
+	kafka     kafkaOptions // the Kafka source (kafka.go); --kafka selects it
 
 	// Secrets given in a pipeline file (after ${ENV} substitution). They
 	// have no flag: argv is visible to every local user.
@@ -130,6 +132,7 @@ func (o *jobOptions) addSourceFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.chunkSize, "chunk-size", 8096, "rows per snapshot chunk")
 	fs.IntVar(&o.readers, "readers", 0, "tables snapshotted in parallel (default: one per CPU)")
 	o.pg.addFlags(fs)
+	o.addKafkaFlags(fs)
 	fs.StringVar(&o.snapshotMode, "snapshot-mode", "auto", "how snapshot chunks are made consistent with the binlog: consistent (MariaDB's consistent-snapshot position), watermark (Flink CDC's low/high watermarks and binlog merge; replays as replica ids server-id+1…server-id+readers) or auto (consistent on MariaDB, watermark on MySQL)")
 }
 
@@ -208,6 +211,7 @@ type job struct {
 	prefix   string
 	ledger   string
 	memLimit int64 // --memory-limit in bytes, 0: none
+	kafkaCfg kafka.Config
 
 	// progressOut receives the snapshot progress display (a terminal);
 	// nil: progress goes to the log.
@@ -226,6 +230,9 @@ func (j *job) displayName() string {
 
 // defaultPrefix derives a stable label prefix from what identifies the job.
 func defaultPrefix(o jobOptions) string {
+	if o.isKafka() {
+		return kafkaDefaultPrefix(o)
+	}
 	parts := []string{o.mysqlAddr, o.sources, o.tables, o.target}
 	if o.pg.addr != "" { // a PostgreSQL job: its server and database instead
 		parts[0] = "postgres://" + o.pg.addr + "/" + o.pg.database
@@ -312,6 +319,11 @@ func prepareAll(o jobOptions, log *slog.Logger, out io.Writer) (*job, []error) {
 	}
 	if o.serverID == 0 {
 		problems = append(problems, usagef("--server-id must not be 0: pick a replica id unique among the source's replicas"))
+	}
+	if o.isKafka() {
+		if j.kafkaCfg, err = o.kafkaConfig(); err != nil {
+			problems = append(problems, err)
+		}
 	}
 	if j.mysqlPW, err = secret(o.mysqlPasswordFile, o.mysqlPassword, envMySQLPassword, "MySQL"); err != nil {
 		problems = append(problems, err)
@@ -460,6 +472,9 @@ func (j *job) discover(ctx context.Context) ([]targetRoute, error) {
 	if j.opts.pg.addr != "" {
 		return j.discoverPostgres(ctx)
 	}
+	if j.opts.isKafka() {
+		return j.kafkaRoutes() // the tables are named by the messages
+	}
 	c, err := dialSource(ctx, j.opts.mysqlAddr, j.opts.mysqlUser, j.mysqlPW)
 	if err != nil {
 		return nil, err
@@ -551,7 +566,11 @@ func (j *job) run(ctx context.Context) error {
 		return err
 	}
 	j.mon.reachable(componentSource)
-	fmt.Fprintf(j.out, "shardsync: label prefix %s, ledger %s\nshardsync: shards → targets:\n%s", j.prefix, j.ledger, indent(describeRoutes(routes)))
+	banner := describeRoutes
+	if j.opts.isKafka() {
+		banner = describeKafkaRoutes
+	}
+	fmt.Fprintf(j.out, "shardsync: label prefix %s, ledger %s\nshardsync: shards → targets:\n%s", j.prefix, j.ledger, indent(banner(routes)))
 
 	led, err := ledger.Open(j.ledger, ledger.Options{})
 	if err != nil {
@@ -602,6 +621,9 @@ func (j *job) run(ctx context.Context) error {
 		if open, err = j.postgresOpener(routes); err != nil {
 			return err
 		}
+	}
+	if j.opts.isKafka() {
+		open = j.kafkaOpener(&mcfg)
 	}
 
 	restarts, lastResume := 0, []byte(nil)
@@ -724,6 +746,9 @@ func terminal(err error) bool {
 		if errors.Is(err, e) {
 			return true
 		}
+	}
+	if kafkaTerminal(err) {
+		return true
 	}
 	var u usageError
 	return errors.As(err, &u)

@@ -63,6 +63,8 @@ type monitor struct {
 	ledgerFsync   prometheus.Histogram
 	restarts      prometheus.Counter
 	lastEpoch     prometheus.Gauge
+	// kafkaDeadLetter counts records set aside by the Kafka source.
+	kafkaDeadLetter prometheus.Counter
 
 	mu          sync.Mutex
 	phase       string
@@ -132,6 +134,7 @@ func newMonitor(name string, log *slog.Logger) *monitor {
 	for _, o := range []string{"committed", "aborted", "empty"} {
 		m.epochs.WithLabelValues(o)
 	}
+	m.kafkaMetrics()
 	return m
 }
 

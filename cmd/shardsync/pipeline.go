@@ -470,6 +470,8 @@ func parsePipeline(path string, text []byte, getenv func(string) (string, bool))
 	} else {
 		if isPostgresSource(src) {
 			srcSection = secPGSource
+		} else if t, _ := sectionType(src, path); t == "kafka" {
+			srcSection = secKafka
 		}
 		applySection(st, srcSection, src, getenv)
 	}

@@ -130,6 +130,11 @@ func fillFromLedger(r *statusReport, l *ledger.Ledger, stopped bool) {
 	if tok, err := l.Resume(); err == nil {
 		if len(tok) == 0 {
 			r.Position = "the beginning (no epoch committed yet: the snapshot starts over)"
+		} else if pos, ok := kafkaPosition(tok); ok {
+			r.Position = pos
+			if stopped {
+				r.Phase = phaseStreaming
+			}
 		} else if info, err := describeToken(tok); err == nil {
 			r.Position = info.Position
 			if r.Flavor == "" {

@@ -127,7 +127,7 @@ type foundTable struct {
 
 // listTables returns the ordinary tables matched by a route, sorted by
 // schema and name, with their publication membership.
-func listTables(ctx context.Context, conn *pgx.Conn, m *merge.Merger, pub string) ([]foundTable, error) {
+func listTables(ctx context.Context, conn *pgx.Conn, m *merge.TableMerger, pub string) ([]foundTable, error) {
 	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname, c.oid, c.relreplident::text, greatest(c.reltuples, 0)::bigint,
 			EXISTS (SELECT 1 FROM pg_publication_tables p WHERE p.pubname = $1 AND p.schemaname = n.nspname AND p.tablename = c.relname),
 			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)

@@ -27,7 +27,7 @@ import (
 type Source struct {
 	cfg Config
 	log *slog.Logger
-	m   *merge.Merger
+	m   *merge.TableMerger
 
 	// committed is the LSN of the newest token the ledger committed: the
 	// only position acknowledged to the server as flushed.
@@ -73,7 +73,7 @@ func Open(ctx context.Context, cfg Config, from change.Token, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Source{cfg: cfg, log: log, m: merge.NewMerger(cfg.Routes, cfg.DatabaseColumn, cfg.TableColumn),
+	s := &Source{cfg: cfg, log: log, m: merge.NewTableMerger(cfg.Routes, cfg.DatabaseColumn, cfg.TableColumn),
 		progress: map[change.TableID]*merge.TableProgress{}, tables: map[change.TableID]*tableState{}, snaps: map[string]pgSnapshot{}}
 	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	conn, err := cfg.connect(cctx)

@@ -49,7 +49,7 @@ type pgType struct {
 
 // mapType maps a PostgreSQL type onto the merged-schema vocabulary.
 // docs/type-mappings.md lists the same table.
-func mapType(t pgType) merge.ColumnType {
+func mapType(t pgType) merge.ColType {
 	frac := func() int {
 		if t.Mod < 0 {
 			return 6
@@ -58,74 +58,74 @@ func mapType(t pgType) merge.ColumnType {
 	}
 	switch t.OID {
 	case oidBool:
-		return merge.ColumnType{Base: "bit", Length: 1}
+		return merge.ColType{Base: "bit", Length: 1}
 	case oidInt2:
-		return merge.ColumnType{Base: "smallint"}
+		return merge.ColType{Base: "smallint"}
 	case oidInt4:
-		return merge.ColumnType{Base: "int"}
+		return merge.ColType{Base: "int"}
 	case oidInt8, oidOID:
-		return merge.ColumnType{Base: "bigint"}
+		return merge.ColType{Base: "bigint"}
 	case oidFloat4:
-		return merge.ColumnType{Base: "float"}
+		return merge.ColType{Base: "float"}
 	case oidFloat8:
-		return merge.ColumnType{Base: "double"}
+		return merge.ColType{Base: "double"}
 	case oidNumeric:
 		if t.Mod >= 4 {
 			p, s := int((t.Mod-4)>>16)&0xffff, int(t.Mod-4)&0xffff
 			if p <= 65 && s <= 30 && s <= p {
-				return merge.ColumnType{Base: "decimal", Precision: p, Scale: s}
+				return merge.ColType{Base: "decimal", Precision: p, Scale: s}
 			}
 		}
 		// Unconstrained numeric: exact text in a decimal wider than any
 		// sink's DECIMAL, which the sinks store as text.
-		return merge.ColumnType{Base: "decimal", Precision: 65, Scale: 30}
+		return merge.ColType{Base: "decimal", Precision: 65, Scale: 30}
 	case oidVarchar:
 		if t.Mod >= 4 {
-			return merge.ColumnType{Base: "varchar", Length: int(t.Mod - 4)}
+			return merge.ColType{Base: "varchar", Length: int(t.Mod - 4)}
 		}
-		return merge.ColumnType{Base: "longtext"}
+		return merge.ColType{Base: "longtext"}
 	case oidBpchar:
 		n := 1
 		if t.Mod >= 4 {
 			n = int(t.Mod - 4)
 		}
-		return merge.ColumnType{Base: "char", Length: n}
+		return merge.ColType{Base: "char", Length: n}
 	case oidBytea:
-		return merge.ColumnType{Base: "longblob"}
+		return merge.ColType{Base: "longblob"}
 	case oidDate:
-		return merge.ColumnType{Base: "date"}
+		return merge.ColType{Base: "date"}
 	case oidTimestamp:
-		return merge.ColumnType{Base: "datetime", Precision: frac()}
+		return merge.ColType{Base: "datetime", Precision: frac()}
 	case oidTimestamptz:
-		return merge.ColumnType{Base: "timestamp", Precision: frac()}
+		return merge.ColType{Base: "timestamp", Precision: frac()}
 	case oidTime:
-		return merge.ColumnType{Base: "time", Precision: frac()}
+		return merge.ColType{Base: "time", Precision: frac()}
 	case oidTimetz:
-		return merge.ColumnType{Base: "varchar", Length: 32}
+		return merge.ColType{Base: "varchar", Length: 32}
 	case oidInterval:
-		return merge.ColumnType{Base: "varchar", Length: 80}
+		return merge.ColType{Base: "varchar", Length: 80}
 	case oidUUID:
-		return merge.ColumnType{Base: "char", Length: 36}
+		return merge.ColType{Base: "char", Length: 36}
 	case oidJSON, oidJSONB:
-		return merge.ColumnType{Base: "json"}
+		return merge.ColType{Base: "json"}
 	case oidMoney:
-		return merge.ColumnType{Base: "varchar", Length: 32}
+		return merge.ColType{Base: "varchar", Length: 32}
 	case oidName:
-		return merge.ColumnType{Base: "varchar", Length: 63}
+		return merge.ColType{Base: "varchar", Length: 63}
 	}
 	if t.Category == "E" { // enum: the label (at most 63 bytes)
-		return merge.ColumnType{Base: "varchar", Length: 63}
+		return merge.ColType{Base: "varchar", Length: 63}
 	}
 	// Arrays ({1,2,NULL}), char, xml, inet, ranges, geometry, …: the
 	// server's text form.
-	return merge.ColumnType{Base: "longtext"}
+	return merge.ColType{Base: "longtext"}
 }
 
 // parseValue converts a column value in PostgreSQL's text output format
 // (under the session settings the source pins: DateStyle=ISO,
 // IntervalStyle=postgres, TimeZone=UTC, bytea_output=hex,
 // extra_float_digits=3) into the change.Value of ct's kind.
-func parseValue(b []byte, ct merge.ColumnType) (change.Value, error) {
+func parseValue(b []byte, ct merge.ColType) (change.Value, error) {
 	s := string(b)
 	switch ct.Kind() {
 	case change.KindInt:
