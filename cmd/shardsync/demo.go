@@ -36,7 +36,8 @@ and shows the target follow, then stops everything.
 
 With --source postgres the shards are schemas emp_N of a throwaway
 PostgreSQL 15 cluster (Debian's postgresql-15 must be installed), read
-through a logical replication slot.`,
+through a logical replication slot. With --source kafka, TiCDC-style
+canal-json is produced into an in-process Kafka broker and merged.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch source {
@@ -50,9 +51,8 @@ through a logical replication slot.`,
 			return usagef("--source %q: use mysql, postgres or kafka", source)
 		},
 	}
-	cmd.Flags().StringVar(&source, "source", "mysql", "mysql (MariaDB shards) or kafka (TiCDC canal-json produced into an in-process Kafka broker)")
+	cmd.Flags().StringVar(&source, "source", "mysql", "mysql (MariaDB shards), postgres (PostgreSQL 15 schemas) or kafka (TiCDC canal-json produced into an in-process Kafka broker)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the demo's directory (ledger, logs, MariaDB datadir) afterwards")
-	cmd.Flags().StringVar(&source, "source", "mysql", "the shards' server: mysql (MariaDB) or postgres (PostgreSQL 15)")
 	return cmd
 }
 
