@@ -281,15 +281,16 @@ func TestMySQLCreateTableSelectIsOneTransaction(t *testing.T) {
 	r.meta = meta
 	newShard := change.TableID{Database: "shop_2", Table: "orders_1"}
 	colsQ := `SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, IFNULL(CHARACTER_SET_NAME,''),
-		IFNULL(CHARACTER_MAXIMUM_LENGTH,0), IFNULL(NUMERIC_PRECISION,0), IFNULL(NUMERIC_SCALE,0), IFNULL(DATETIME_PRECISION,0)
+		IFNULL(CHARACTER_MAXIMUM_LENGTH,0), IFNULL(NUMERIC_PRECISION,0), IFNULL(NUMERIC_SCALE,0), IFNULL(DATETIME_PRECISION,0),
+		COLUMN_DEFAULT IS NULL, IFNULL(COLUMN_DEFAULT,''), EXTRA
 		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=? AND TABLE_NAME=? ORDER BY ORDINAL_POSITION`
 	keyQ := "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=? AND TABLE_NAME=? AND INDEX_NAME='PRIMARY' ORDER BY SEQ_IN_INDEX"
 	fake.set(map[string]fakeAnswer{
-		colsQ: {cols: []string{"COLUMN_NAME", "DATA_TYPE", "COLUMN_TYPE", "IS_NULLABLE", "CHARACTER_SET_NAME", "CHARACTER_MAXIMUM_LENGTH", "NUMERIC_PRECISION", "NUMERIC_SCALE", "DATETIME_PRECISION"},
+		colsQ: {cols: []string{"COLUMN_NAME", "DATA_TYPE", "COLUMN_TYPE", "IS_NULLABLE", "CHARACTER_SET_NAME", "CHARACTER_MAXIMUM_LENGTH", "NUMERIC_PRECISION", "NUMERIC_SCALE", "DATETIME_PRECISION", "COLUMN_DEFAULT IS NULL", "COLUMN_DEFAULT", "EXTRA"},
 			rows: [][]any{
-				{"id", "bigint", "bigint", "NO", "", "0", "19", "0", "0"},
-				{"qty", "int", "int unsigned", "NO", "", "0", "10", "0", "0"},
-				{"note", "varchar", "varchar(32)", "YES", "utf8mb4", "32", "0", "0", "0"},
+				{"id", "bigint", "bigint", "NO", "", "0", "19", "0", "0", "1", "", ""},
+				{"qty", "int", "int unsigned", "NO", "", "0", "10", "0", "0", "1", "", ""},
+				{"note", "varchar", "varchar(32)", "YES", "utf8mb4", "32", "0", "0", "0", "1", "", ""},
 			}},
 		keyQ: {cols: []string{"COLUMN_NAME"}, rows: [][]any{{"id"}}},
 	})
