@@ -729,6 +729,9 @@ func (r *binlogReader) ddl(ctx context.Context, schema, q string, h *replication
 		ri := routeOf(r.s.sh.cfg.Routes, id)
 		switch st.kind {
 		case ddlCreate:
+			if sh != nil {
+				delete(r.s.unseen, id) // created here: the binlog has its rows
+			}
 			if sh != nil || ri < 0 {
 				continue
 			}

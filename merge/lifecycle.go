@@ -257,6 +257,7 @@ func (r *binlogReader) lifecycle(ctx context.Context, st ddlStmt, q string, h *r
 	del := cfg.deleteDropped() || dec == DecisionApply
 	for _, id := range leaving {
 		sh := r.s.shards[id]
+		delete(r.s.unseen, id)
 		cut := r.snapshotCut(id)
 		d := del || cut
 		if d {
@@ -275,7 +276,15 @@ func (r *binlogReader) lifecycle(ctx context.Context, st ddlStmt, q string, h *r
 		r.s.sh.log.Warn(msg, "shard", id.String(), "target", sh.target.id.String(), "statement", q)
 	}
 	for _, id := range joining {
-		if r.s.shards[id] != nil {
+		if sh := r.s.shards[id]; sh != nil {
+			if r.s.unseen[id] {
+				// found at start, after this RENAME: its rows are not in
+				// the binlog after the token, so it joins here as the
+				// RENAME made it join in the run that was interrupted
+				delete(r.s.unseen, id)
+				r.pendingJoins = append(r.pendingJoins, sh)
+				r.s.sh.log.Info("table renamed into a route (found at start, its RENAME replayed): it joins with a snapshot", "shard", id.String(), "target", sh.target.id.String(), "statement", q)
+			}
 			continue
 		}
 		cols, key, err := r.loadSchema(ctx, id)

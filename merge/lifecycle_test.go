@@ -142,7 +142,7 @@ func TestShardLifecycleDeleteAndDecisions(t *testing.T) {
 }
 
 // Column changes: ignore keeps the target's columns (no schema change,
-// rows go on); exception stops naming the position, and an apply decision
+// rows go on, and the token keeps it so across restarts); exception stops naming the position, and an apply decision
 // applies the change as evolve does.
 func TestSchemaChangeBehaviorOnAlter(t *testing.T) {
 	t.Parallel()
@@ -190,8 +190,48 @@ func TestSchemaChangeBehaviorOnAlter(t *testing.T) {
 	defer src.Close()
 	end = currentPos(t, m)
 	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
-	// +2: extra (ignored before, taken in by the reopen's schema reading,
-	// a documented limit of ignore) and extra2 (applied)
-	require.Len(t, c.schemas[target].Columns, cols+2, "apply: the column is added to the target")
+	// +1: extra2 (applied); extra stays ignored across the reopens, since
+	// the token restores the target's columns as announced
+	require.Len(t, c.schemas[target].Columns, cols+1, "apply: the column is added to the target")
+	for _, col := range c.schemas[target].Columns {
+		require.NotEqual(t, "extra", col.Name, "ignore: the ignored column stays out after a restart")
+	}
 	require.Contains(t, c.state, rowKey{"emp_1", "employees_2", "900|"})
+}
+
+// A restart whose token lies before a RENAME into a route finds the
+// renamed table at start; replaying the RENAME must still snapshot it (its
+// rows have no binlog events after the token), and a table CREATEd after
+// the token must not be snapshotted over its binlog rows.
+func TestRenameIntoRouteReplayedAfterRestart(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{ServerID: 34})
+	spec := testenv.ShardSpec{Databases: 2, Tables: 1, Rows: 50, Seed: 6}
+	require.NoError(t, spec.Create(t.Context(), m))
+	require.NoError(t, m.Exec("CREATE TABLE emp_1.staging LIKE emp_1.employees_1",
+		"INSERT INTO emp_1.staging SELECT * FROM emp_2.employees_1 WHERE emp_no <= 30"))
+	cfg := testConfig(t, m, empRoute(t))
+	src, err := Open(t.Context(), cfg, nil, discardLogger())
+	require.NoError(t, err)
+	c := newConsumer(t)
+	end := currentPos(t, m)
+	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
+	require.NoError(t, src.Close()) // the job stops (or crashes) here
+
+	// while it is stopped: a table renamed in, one created, both written
+	require.NoError(t, m.Exec("RENAME TABLE emp_1.staging TO emp_1.employees_7",
+		"CREATE TABLE emp_2.employees_9 LIKE emp_1.employees_1"))
+	insertRows(t, m, sid("emp_1", "employees_7"), 500, 502)
+	insertRows(t, m, sid("emp_2", "employees_9"), 600, 603)
+	require.NoError(t, m.Exec("UPDATE emp_1.employees_7 SET last_name = 'moved' WHERE emp_no < 10"))
+
+	src, err = Open(t.Context(), cfg, c.token, discardLogger())
+	require.NoError(t, err)
+	defer src.Close()
+	end = currentPos(t, m)
+	c.run(t.Context(), src, func() bool { return c.caughtUp(end) })
+	want, err := testenv.ReadShardsState(t.Context(), m, []testenv.ShardID{sid("emp_1", "employees_1"), sid("emp_2", "employees_1"),
+		sid("emp_1", "employees_7"), sid("emp_2", "employees_9")})
+	require.NoError(t, err)
+	require.Empty(t, want.Diff(c.strState(), 10), "merged stream differs from the shards")
 }

@@ -42,6 +42,13 @@ type Source struct {
 	state     *tokenState
 	enc       tokenEncoder
 	filter    map[change.TableID]*tableSnap
+	// unseen holds the routed tables a resumed start found that the
+	// token's schema history does not know: they appeared after the
+	// token's position, by a CREATE (the binlog after the position has all
+	// their rows) or by a RENAME into a route (their rows predate the
+	// RENAME, so its replay snapshots them). The binlog statement that
+	// brings one in clears its entry.
+	unseen map[change.TableID]bool
 
 	events chan change.Event
 	err    error // set before events is closed
@@ -201,6 +208,12 @@ func (s *Source) discover(conn *client.Conn, fresh bool) error {
 			}
 			if sh, _, err = s.registerTable(f.id, f.route, cols, key, ""); err != nil {
 				return err
+			}
+			if !fresh && s.state.Schemas != nil {
+				if s.unseen == nil {
+					s.unseen = map[change.TableID]bool{}
+				}
+				s.unseen[f.id] = true
 			}
 		}
 		ts := inToken[f.id]

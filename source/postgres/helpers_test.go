@@ -180,3 +180,25 @@ func (m *model) has(s string) bool {
 	}
 	return false
 }
+
+// snapshotDone reports whether the last commit the model applied carries a
+// token whose tables are all snapshotted. Source.Progress is not usable
+// for this: it reports the producer, which runs ahead of the consumer by
+// the events buffer, so it can say Done while chunks are still unread.
+func (m *model) snapshotDone() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.last == nil {
+		return false
+	}
+	st, err := parseToken(m.last)
+	if err != nil || len(st.Tables) == 0 {
+		return false
+	}
+	for _, t := range st.Tables {
+		if !t.Done {
+			return false
+		}
+	}
+	return true
+}

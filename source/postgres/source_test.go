@@ -91,7 +91,7 @@ func checkAgainstFreshSnapshot(t *testing.T, pg *testenv.Postgres, m *model, sch
 	require.NoError(t, err)
 	defer src.Close()
 	m2 := newModel(t)
-	consume(t, src, m2, func() bool { return src.Progress().Done })
+	consume(t, src, m2, func() bool { return m2.snapshotDone() })
 	require.Equal(t, m2.lines(), m.lines(), "the streamed rows equal a fresh snapshot")
 }
 

@@ -372,6 +372,15 @@ func (b *bench) binlog(ctx context.Context, scale int) (r result, err error) {
 	r.rawWhat = "GetEvent decode loop"
 
 	b.log.Info("binlog: catching up", "changes", rawN, "raw_rows_per_s", int(r.rawRate))
+	// The catch-up run keeps the ledger (it resumes where the first run
+	// committed) but takes its own label prefix: the CountOnly emulator
+	// keeps no rows, not even the first run's row in shardsync_claims, so
+	// under the same prefix the sink would find no claim of its ledger,
+	// try to write generation 1 again, hit the first run's claim label
+	// ("Label Already Exists") and refuse the target as claimed by another
+	// job. Against a real Doris the claim would be read back and the same
+	// prefix would do.
+	j.args = append(slices.Clip(j.args), "--label-prefix", fmt.Sprintf("bench_binlog_x%d_catchup", scale))
 	c, err := b.start(ctx, j, fmt.Sprintf("binlog_x%d", scale))
 	if err != nil {
 		return r, err
