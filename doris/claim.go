@@ -48,9 +48,10 @@ var claimSchema = change.Schema{
 
 // ClaimTargets implements twopc.Claimer: for each target it reads the
 // claim of this label prefix from ClaimsTable in the target's database and
-// records the owner's ledger where the target is free (missing, empty, or
-// holding rows of a pre-id ledger that o.Adopt says is this one). A claim
-// by another ledger, or unclaimed rows, fail with one error wrapping
+// records the owner's ledger where the target is free (missing, empty and
+// unclaimed, or holding rows of a pre-id ledger that o.Adopt says is this
+// one). A claim by another ledger (even of an empty target: that job may be
+// running and not have loaded yet), or unclaimed rows, fail with one error wrapping
 // twopc.ErrForeignTarget that lists every such target and the choices;
 // with o.Recreate and o.Fresh such a target is emptied (TRUNCATE TABLE:
 // its definition stays) and claimed. Two jobs racing for the same free
@@ -125,8 +126,19 @@ func (s *Sink) claimTarget(ctx context.Context, id change.TableID, o twopc.Owner
 		}
 	}
 	switch {
+	case found && info.exists && !hasRows && !(o.Recreate && o.Fresh):
+		// Empty but claimed by another ledger: that job may be running and
+		// not have loaded its first rows yet; two jobs loading one target
+		// would each snapshot over the other.
+		return fmt.Sprintf("target %s is empty but claimed by ledger %s (claimed %s by %s), which may be a job still running that has not loaded rows yet",
+			id, cur.ledgerID, cur.claimedAt, cur.holder), nil
+	case found && !info.exists:
+		// The target was dropped: nobody's rows are left to protect.
+		log.Warn("doris target does not exist but was claimed by another ledger; claiming it for this ledger",
+			"previous_ledger", cur.ledgerID, "ledger", o.LedgerID)
 	case !hasRows:
-		// Missing or empty: nothing of anyone's can be overwritten.
+		// Missing, or empty and unclaimed: nothing of anyone's can be
+		// overwritten.
 	case !found && o.Adopt:
 		log.Info("doris target holds rows and no ledger claim; adopting it for this ledger, which was written by a shardsync from before ledger ids",
 			"ledger", o.LedgerID)

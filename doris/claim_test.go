@@ -92,6 +92,29 @@ func TestEmuClaimTargets(t *testing.T) {
 	require.ErrorIs(t, a.ClaimTargets(ctx, []change.TableID{target}, ownA), twopc.ErrForeignTarget)
 }
 
+// TestEmuClaimEmptyForeign: an empty target claimed by another ledger is
+// refused (that job may be running before its first load) unless the new
+// ledger is fresh and --recreate-target is given; a claimed target that was
+// dropped is claimed again.
+func TestEmuClaimEmptyForeign(t *testing.T) {
+	e := startEmu(t, dorisemu.Options{})
+	ctx := t.Context()
+	a, _ := emuSink(t, e, withLedger(ledgerA))
+	b, _ := emuSink(t, e, withLedger(ledgerB))
+	require.NoError(t, a.ClaimTargets(ctx, []change.TableID{target}, twopc.Owner{LedgerID: ledgerA, Holder: "host-a pid 1", Fresh: true}))
+	require.NoError(t, a.ApplySchema(ctx, empSchema(target)))
+	err := b.ClaimTargets(ctx, []change.TableID{target}, twopc.Owner{LedgerID: ledgerB, Fresh: true})
+	require.ErrorIs(t, err, twopc.ErrForeignTarget)
+	require.ErrorContains(t, err, "is empty but claimed by ledger "+ledgerA)
+	require.ErrorContains(t, err, "host-a pid 1")
+	require.NoError(t, b.ClaimTargets(ctx, []change.TableID{target}, twopc.Owner{LedgerID: ledgerB, Fresh: true, Recreate: true}))
+	require.ErrorIs(t, a.ClaimTargets(ctx, []change.TableID{target}, twopc.Owner{LedgerID: ledgerA}), twopc.ErrForeignTarget)
+
+	_, _, err = e.Query("DROP TABLE demo.all_emp")
+	require.NoError(t, err)
+	require.NoError(t, a.ClaimTargets(ctx, []change.TableID{target}, twopc.Owner{LedgerID: ledgerA, Fresh: true}), "a dropped target is free")
+}
+
 // TestEmuClaimUnclaimedRows: rows no ledger claimed (an earlier shardsync
 // whose ledger was lost) stop a new ledger; a ledger from before ids that
 // wrote them adopts them.

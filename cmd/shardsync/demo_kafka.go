@@ -102,7 +102,7 @@ func runKafkaDemo(ctx context.Context, w io.Writer, keep bool) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	j, err := prepare(opts, slog.New(slog.NewTextHandler(logFile, nil)), out)
+	j, err := prepare(opts, slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{ReplaceAttr: oneLineErrors})), out)
 	if err != nil {
 		return err
 	}

@@ -349,6 +349,9 @@ func prepareAll(o jobOptions, log *slog.Logger, out io.Writer) (*job, []error) {
 		problems = append(problems, usageError{fmt.Errorf("%w (flags --checkpoint-interval, --max-epoch-rows)", err)})
 	}
 	j.mon = newMonitor(j.displayName(), log)
+	// While a component is down the job logs once per backoff step; the
+	// retry warnings of the parts it restarts would repeat every attempt.
+	j.log = slog.New(&outageQuiet{Handler: log.Handler(), down: &j.mon.anyDown})
 	cc.Observer = j.mon
 	j.coordCfg = cc
 	return j, problems
@@ -706,7 +709,14 @@ func restartBackoff(n int) time.Duration {
 
 // componentAddrs names the job's components and where they are.
 func (j *job) componentAddrs() map[string]string {
-	m := map[string]string{componentSource: j.opts.mysqlAddr}
+	src := j.opts.mysqlAddr
+	switch {
+	case j.opts.isKafka():
+		src = j.opts.kafka.brokers
+	case j.opts.pg.addr != "":
+		src = j.opts.pg.addr
+	}
+	m := map[string]string{componentSource: src}
 	if j.dorisCfg != nil {
 		m["doris"] = strings.Join(j.dorisCfg.FENodes, ",")
 	}

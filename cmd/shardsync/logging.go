@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync/atomic"
 )
 
 // Errors in logs and messages are one line of text: the cause chain as
@@ -59,4 +61,38 @@ func oneLine(s string) string {
 		}
 	}
 	return strings.Join(keep, "; ")
+}
+
+// retryWarnings are the warnings that parts of the job log on each retry
+// they make; during an outage the job's own backoff line replaces them.
+var retryWarnings = map[string]bool{
+	"connecting to source failed; retrying": true,
+	"retrying":                              true,
+	"recovery step failed":                  true,
+}
+
+// outageQuiet lowers retryWarnings to DEBUG while down is set (a
+// component is unreachable and the job waits it out, logging once per
+// backoff step).
+type outageQuiet struct {
+	slog.Handler
+	down *atomic.Bool
+}
+
+func (h *outageQuiet) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn && h.down.Load() && retryWarnings[r.Message] {
+		if !h.Handler.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *outageQuiet) WithAttrs(as []slog.Attr) slog.Handler {
+	return &outageQuiet{Handler: h.Handler.WithAttrs(as), down: h.down}
+}
+
+func (h *outageQuiet) WithGroup(name string) slog.Handler {
+	return &outageQuiet{Handler: h.Handler.WithGroup(name), down: h.down}
 }

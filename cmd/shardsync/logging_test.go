@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	perrors "github.com/pingcap/errors"
@@ -49,4 +51,26 @@ func TestOneLineDropsPrintedFrames(t *testing.T) {
 	require.Equal(t, "boom", oneLine(s))
 	require.Equal(t, "a; b", oneLine("a\n\nb\n"))
 	require.Equal(t, "plain", oneLine("plain"))
+}
+
+// During an outage the retry warnings of the job's parts drop to DEBUG (the
+// job logs its own line per backoff step); other warnings stay.
+func TestOutageQuietsRetryWarnings(t *testing.T) {
+	var buf strings.Builder
+	var down atomic.Bool
+	log := slog.New(&outageQuiet{Handler: slog.NewTextHandler(&buf, nil), down: &down}).With("part", "source")
+	log.Warn("connecting to source failed; retrying", "attempt", 1)
+	down.Store(true)
+	log.Warn("connecting to source failed; retrying", "attempt", 2)
+	log.Warn("retrying", "op", "commit")
+	log.Warn("recovery step failed")
+	log.Warn("source is unreachable; waiting it out with backoff")
+	down.Store(false)
+	log.Warn("retrying", "op", "commit", "attempt", 9)
+	out := buf.String()
+	require.Equal(t, 3, strings.Count(out, "level=WARN"), out)
+	require.Contains(t, out, "attempt=1")
+	require.Contains(t, out, "waiting it out")
+	require.Contains(t, out, "attempt=9")
+	require.NotContains(t, out, "attempt=2")
 }

@@ -142,14 +142,14 @@ func (j *job) checkConnections(ctx context.Context, w io.Writer) int {
 	check := func(what string, err error) {
 		if err != nil {
 			failed++
-			fmt.Fprintf(w, "FAIL %s: %v\n", what, err)
+			fmt.Fprintf(w, "FAIL %s: %s\n", what, errText(err))
 			return
 		}
 		fmt.Fprintf(w, "ok   %s\n", what)
 	}
 
 	err := j.checkSource(ctx)
-	check("source "+j.opts.mysqlAddr+" (login, binlog settings)", err)
+	check("source "+j.componentAddrs()[componentSource]+" (login, source settings)", err)
 	if err == nil {
 		routes, derr := j.discover(ctx)
 		check("source shards match the patterns", derr)
