@@ -731,8 +731,9 @@ func (r *binlogReader) ddl(ctx context.Context, schema, q string, h *replication
 		case ddlCreate:
 			if sh != nil {
 				delete(r.s.unseen, id) // created here: the binlog has its rows
+				continue
 			}
-			if sh != nil || ri < 0 {
+			if ri < 0 {
 				continue
 			}
 			cols, key, err := r.loadSchema(ctx, id)

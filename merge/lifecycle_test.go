@@ -21,16 +21,24 @@ func insertRows(t *testing.T, m *testenv.MariaDB, sh testenv.ShardID, from, to i
 	}
 }
 
+// startWithStaging starts a server holding spec's shards and emp_1.staging,
+// a table outside the routes with the first staged rows of emp_2.employees_1
+// (to be renamed into a route).
+func startWithStaging(t *testing.T, serverID uint32, spec testenv.ShardSpec, staged int) *testenv.MariaDB {
+	t.Helper()
+	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{ServerID: serverID})
+	require.NoError(t, spec.Create(t.Context(), m))
+	require.NoError(t, m.Exec("CREATE TABLE emp_1.staging LIKE emp_1.employees_1",
+		fmt.Sprintf("INSERT INTO emp_1.staging SELECT * FROM emp_2.employees_1 WHERE emp_no <= %d", staged)))
+	return m
+}
+
 // TRUNCATE in the snapshot phase and in the binlog phase, DROP (rows kept),
 // RENAME out of and into the routes, and a re-created shard: the merged
 // stream equals the shards that exist plus the rows kept of those that left.
 func TestShardLifecycleKeep(t *testing.T) {
 	t.Parallel()
-	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{ServerID: 31})
-	spec := testenv.ShardSpec{Databases: 2, Tables: 2, Rows: 400, Seed: 3}
-	require.NoError(t, spec.Create(t.Context(), m))
-	require.NoError(t, m.Exec("CREATE TABLE emp_1.staging LIKE emp_1.employees_1",
-		"INSERT INTO emp_1.staging SELECT * FROM emp_2.employees_1 WHERE emp_no <= 120"))
+	m := startWithStaging(t, 31, testenv.ShardSpec{Databases: 2, Tables: 2, Rows: 400, Seed: 3}, 120)
 	cfg := testConfig(t, m, empRoute(t))
 	cfg.ChunkSize, cfg.Readers, cfg.BatchRows = 50, 1, 20
 	src, err := Open(t.Context(), cfg, nil, discardLogger())
@@ -205,11 +213,7 @@ func TestSchemaChangeBehaviorOnAlter(t *testing.T) {
 // the token must not be snapshotted over its binlog rows.
 func TestRenameIntoRouteReplayedAfterRestart(t *testing.T) {
 	t.Parallel()
-	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{ServerID: 34})
-	spec := testenv.ShardSpec{Databases: 2, Tables: 1, Rows: 50, Seed: 6}
-	require.NoError(t, spec.Create(t.Context(), m))
-	require.NoError(t, m.Exec("CREATE TABLE emp_1.staging LIKE emp_1.employees_1",
-		"INSERT INTO emp_1.staging SELECT * FROM emp_2.employees_1 WHERE emp_no <= 30"))
+	m := startWithStaging(t, 34, testenv.ShardSpec{Databases: 2, Tables: 1, Rows: 50, Seed: 6}, 30)
 	cfg := testConfig(t, m, empRoute(t))
 	src, err := Open(t.Context(), cfg, nil, discardLogger())
 	require.NoError(t, err)
