@@ -66,6 +66,11 @@ type binlogReader struct {
 	// xa collects the row images of the XA PREPARE group being read: they
 	// are kept, not emitted, until the XA COMMIT (see xa.go).
 	xa *xaPrepared
+	// hold keeps the current transaction's rows until its commit instead
+	// of streaming them in BatchRows batches: the operator applied a stop
+	// on it (midTxnSchema), so that a shard schema first seen inside it
+	// can be announced before its first row.
+	hold bool
 
 	mariaGTID map[uint32]string
 	mysqlGTID mysql.GTIDSet
@@ -378,6 +383,7 @@ func (r *binlogReader) begin(gtid string, domain uint32, standalone bool, h *rep
 	r.emitted, r.batch, r.txnEnd, r.xa = 0, nil, 0, nil
 	r.txnStart = binPos{File: r.file, Pos: h.LogPos - h.EventSize}
 	r.txnTime = time.Unix(int64(h.Timestamp), 0).UTC()
+	r.hold = r.decisionAt(gtid, r.txnStart) == DecisionApply
 	if r.skip > 0 && !(gtid == r.skipGTID && (gtid != "" || r.txnStart == r.skipPos)) {
 		r.skip = 0 // not the interrupted transaction (it must have been rolled back)
 	}
@@ -410,7 +416,7 @@ func (r *binlogReader) commit(ctx context.Context, h *replication.EventHeader) e
 		}
 	}
 	hadRows := r.emitted > 0
-	r.inTxn, r.emitted, r.skip, r.txnGTID, r.txnEnd, r.xa = false, 0, 0, "", 0, nil
+	r.inTxn, r.emitted, r.skip, r.txnGTID, r.txnEnd, r.xa, r.hold = false, 0, 0, "", 0, nil, false
 	st := r.s.state
 	st.Pos = binPos{File: r.file, Pos: h.LogPos, GTID: r.gtidString()}
 	// Tables whose every chunk watermark is behind us are pure binlog now.
@@ -499,13 +505,15 @@ func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEve
 	if sh == nil {
 		// A matching table we did not see created (e.g. created by a
 		// statement we do not parse): register it from its table map.
-		if r.emitted > 0 || len(r.batch) > 0 {
-			return nil, fatal(fmt.Errorf("%w: rows for the new shard %s arrived inside a transaction that already changed other shards; its schema cannot be announced between transactions", ErrIncompatibleSchema, id))
+		cause := "(first binlog rows of " + id.String() + ")"
+		if err := r.midTxnSchema(r.s.targets[r.s.sh.cfg.Routes[ri].Target], id, cols, key, nil, cause); err != nil {
+			return nil, err
 		}
-		added, err := r.s.addShard(ctx, id, ri, cols, key, "(first binlog rows of "+id.String()+")")
+		added, err := r.s.addShard(ctx, id, ri, cols, key, cause)
 		if err != nil {
 			return nil, fatal(err)
 		}
+		r.padBatch(added.target)
 		sh = added
 	} else if !sameCols(sh.cols, cols) && slices.Equal(sh.key, key) && isPast(cols, sh.cols) {
 		// Written before a change the shard's schema already has.
@@ -513,12 +521,13 @@ func (r *binlogReader) shardFor(ctx context.Context, tm *replication.TableMapEve
 		r.cacheTableMap(tm, view, cols, key)
 		return view, nil
 	} else if !sameCols(sh.cols, cols) {
-		if r.emitted > 0 || len(r.batch) > 0 {
-			return nil, fatal(fmt.Errorf("%w: the schema of shard %s changed (last DDL: %s) but the change was first seen inside a transaction that already changed other shards", ErrIncompatibleSchema, id, sh.lastDDL))
+		if err := r.midTxnSchema(sh.target, id, cols, key, sh.cols, sh.lastDDL); err != nil {
+			return nil, err
 		}
 		if err := r.s.changeShard(ctx, sh, cols, key, sh.lastDDL); err != nil {
 			return nil, fatal(err)
 		}
+		r.padBatch(sh.target)
 	}
 	r.cacheTableMap(tm, sh, cols, key)
 	return sh, nil
@@ -649,7 +658,7 @@ func (r *binlogReader) add(ctx context.Context, sh *shard, op change.Op, before,
 		row.After = r.s.targetRow(sh, after)
 	}
 	r.batch = append(r.batch, row)
-	if len(r.batch) >= r.s.sh.cfg.BatchRows {
+	if len(r.batch) >= r.s.sh.cfg.BatchRows && !r.hold {
 		return r.flush(ctx)
 	}
 	return nil
@@ -787,4 +796,64 @@ func sortedIDs(m map[change.TableID]*shard) []change.TableID {
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
 	return ids
+}
+
+// midTxnSchema checks that a shard schema first seen inside the current
+// transaction (the rows of a table not seen created, or of a shard whose
+// DDL was not seen) can be announced before the transaction's rows:
+// schema events lie between transactions. It can when the announcement
+// changes nothing of the target (a new shard shaped like the others),
+// or when no row of the transaction has been emitted yet: the schema
+// event then goes out before the batch, whose rows of the target padBatch
+// widens to the new columns. A transaction already streamed in part
+// (more than Config.BatchRows rows before the table's first row) stops
+// with an EventStopError on the transaction; applying it reads the
+// transaction again and holds it in memory until its commit.
+// tg is nil for a target not known yet; old is nil for a new shard.
+func (r *binlogReader) midTxnSchema(tg *target, id change.TableID, cols []shardCol, key []string, old []shardCol, cause string) error {
+	if r.emitted == 0 {
+		return nil
+	}
+	if tg != nil {
+		r.s.mu.Lock()
+		_, changes, err := tg.merge(id, cols, key, cause, &r.s.sh.cfg, old)
+		r.s.mu.Unlock()
+		if err != nil {
+			return fatal(err) // incompatible: registering it fails the same way
+		}
+		if len(changes) == 0 {
+			return nil
+		}
+	}
+	what := "rows of the new shard " + id.String()
+	if old != nil {
+		what = "the changed columns of shard " + id.String() + " (last DDL: " + cause + ")"
+	}
+	return fatal(&EventStopError{GTID: r.txnGTID, File: r.txnStart.File, Pos: r.txnStart.Pos, Statement: "(the transaction's row events)",
+		Reason: fmt.Sprintf("%s first appeared in a transaction of which %d rows were already streamed, so the target schema cannot be announced before the transaction", what, r.emitted),
+		Apply:  "the transaction is read again and held in memory until its commit, so the target schema is announced before its first row"})
+}
+
+// padBatch widens the batched rows of tg to its current columns after a
+// schema announcement that added columns: each gets the fill value (the
+// added column's default, or NULL) as rows of shards without the column
+// do.
+func (r *binlogReader) padBatch(tg *target) {
+	n := len(tg.cols) + 2
+	pad := func(vals []change.Value) []change.Value {
+		if vals == nil || len(vals) >= n {
+			return vals
+		}
+		out := make([]change.Value, n)
+		if len(tg.fillRow) == n {
+			copy(out, tg.fillRow)
+		}
+		copy(out, vals)
+		return out
+	}
+	for i := range r.batch {
+		if row := &r.batch[i]; row.Target == tg.id {
+			row.Before, row.After = pad(row.Before), pad(row.After)
+		}
+	}
 }

@@ -131,6 +131,10 @@ func (e *EventStopError) Error() string {
 	if e.GTID != "" {
 		fmt.Fprintf(&b, " (GTID %s)", e.GTID)
 	}
+	if e.Skip == "" && e.Apply != "" {
+		fmt.Fprintf(&b, ". To go on, apply this one event with `shardsync skip-event --position %s --apply` (apply: %s) and start the job again", e.Position(), e.Apply)
+		return b.String()
+	}
 	fmt.Fprintf(&b, ". To go on, decide this one event with `shardsync skip-event --position %s`", e.Position())
 	if e.Skip != "" {
 		fmt.Fprintf(&b, " (skip: %s)", e.Skip)
@@ -164,11 +168,20 @@ func (r *binlogReader) eventPos(h *replication.EventHeader) (gtid, file string, 
 // decision returns the operator's decision on the event at h, or "".
 func (r *binlogReader) decision(h *replication.EventHeader) string {
 	gtid, file, pos := r.eventPos(h)
+	return r.decisionAt(gtid, binPos{File: file, Pos: pos})
+}
+
+// decisionAt returns the operator's decision on the event with gtid (""
+// without) at p, or "".
+func (r *binlogReader) decisionAt(gtid string, p binPos) string {
 	d := r.s.sh.cfg.Decisions
+	if len(d) == 0 {
+		return ""
+	}
 	if gtid != "" && d[gtid] != "" {
 		return d[gtid]
 	}
-	return d[fmt.Sprintf("%s:%d", file, pos)]
+	return d[fmt.Sprintf("%s:%d", p.File, p.Pos)]
 }
 
 func (r *binlogReader) stop(h *replication.EventHeader, q, reason, apply, skip string) error {

@@ -457,12 +457,24 @@ func (r *binlogReader) xaDecide(ctx context.Context, h *replication.EventHeader,
 
 // emitXA passes the kept rows of an XA transaction through the snapshot
 // filter at the position of its commit and into the current transaction.
+//
+// Rows that cannot be applied at the commit — of a shard no longer known,
+// or shaped otherwise than the shard now is (a DDL between PREPARE and
+// COMMIT, which the server's metadata locks normally prevent) — stop the
+// job on the XA COMMIT with a way forward: skipping it leaves out the
+// rows of those shards, the others are applied.
 func (r *binlogReader) emitXA(ctx context.Context, h *replication.EventHeader, p *xaPrepared) error {
+	skip := r.decision(h) == DecisionSkip
+	stmt := "XA COMMIT " + p.XID
 	for _, row := range p.Rows {
 		id := row.shard()
 		sh := r.s.shards[id]
 		if sh == nil {
-			return fatal(fmt.Errorf("%w: XA transaction %s prepared at %s changed shard %s, which is no longer known at its XA COMMIT (%s:%d)", ErrIncompatibleSchema, p.XID, p.At, id, r.file, h.LogPos))
+			if skip {
+				continue
+			}
+			return r.stop(h, stmt, fmt.Sprintf("XA transaction %s prepared at %s changed shard %s, which is no longer known at its XA COMMIT", p.XID, p.At, id),
+				"", "the transaction's rows of "+id.String()+" are not loaded; its other rows are")
 		}
 		before, err := decodeVals(row.Before)
 		if err != nil {
@@ -473,9 +485,13 @@ func (r *binlogReader) emitXA(ctx context.Context, h *replication.EventHeader, p
 			return fatal(fmt.Errorf("%w: row of XA transaction %s: %w", ErrBadToken, p.XID, err))
 		}
 		for _, vals := range [][]change.Value{before, after} {
-			if vals != nil && len(vals) != len(sh.cols) {
-				return fatal(fmt.Errorf("%w: XA transaction %s prepared at %s has rows of %s with %d columns, but the shard has %d columns at its XA COMMIT (%s:%d)", ErrIncompatibleSchema, p.XID, p.At, id, len(vals), len(sh.cols), r.file, h.LogPos))
+			if vals != nil && len(vals) != len(sh.cols) && !skip {
+				return r.stop(h, stmt, fmt.Sprintf("XA transaction %s prepared at %s has rows of %s with %d columns, but the shard has %d columns at its XA COMMIT", p.XID, p.At, id, len(vals), len(sh.cols)),
+					"", "the transaction's rows of "+id.String()+" that do not fit the shard's columns are not loaded; its other rows are")
 			}
+		}
+		if skip && ((before != nil && len(before) != len(sh.cols)) || (after != nil && len(after) != len(sh.cols))) {
+			continue
 		}
 		if err := r.add(ctx, sh, row.Op, before, after, h.LogPos); err != nil {
 			return err

@@ -367,3 +367,55 @@ func tokensOf(evs []change.Event) []change.Token {
 	}
 	return out
 }
+
+// Rows of an XA transaction that no longer fit at its XA COMMIT (the shard
+// left, or its columns changed between PREPARE and COMMIT) stop the job on
+// the XA COMMIT with a way forward; skipping that event leaves out those
+// rows and passes the commit, applying nothing else twice.
+func TestMySQLXACommitStopHasAWayForward(t *testing.T) {
+	start := binPos{File: "binlog.000009", Pos: 157, GTID: mysqlUUID + ":1-30"}
+	s, r := mysqlTestSource(t, start, 100)
+	w := &binlogWriter{pos: 157, ts: 1_700_000_000}
+	tm := mysqlTableMap(91)
+	require.Empty(t, feed(t, s, r, fakeRotate("binlog.000009", 4)))
+	got := feed(t, s, r,
+		w.gtid(mysqlUUID, 31), w.query("shop_1", "XA START X'61',X'',1"), w.tableMap(tm),
+		w.rows(replication.WRITE_ROWS_EVENTv2, tm, []any{int64(1), uint32(1), "xa"}),
+		w.query("shop_1", "XA END X'61',X'',1"), w.xaPrepare("a", false),
+		w.gtid(mysqlUUID, 32), w.query("shop_1", "BEGIN"), w.tableMap(tm),
+		w.rows(replication.WRITE_ROWS_EVENTv2, tm, []any{int64(3), uint32(3), "plain"}), w.xid(501))
+	pending := got[len(got)-1].Token
+	commit := w.query("", "XA COMMIT X'61',X'',1")
+	commitGTID := w.gtid(mysqlUUID, 33)
+
+	for _, tc := range []struct {
+		name    string
+		breakIt func(s *Source)
+	}{
+		{"shard gone", func(s *Source) { delete(s.shards, mysqlShardID) }},
+		{"columns changed", func(s *Source) { sh := s.shards[mysqlShardID]; sh.cols = sh.cols[:len(sh.cols)-1] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, r := resumeMySQL(t, pending)
+			require.Len(t, s.state.XA, 1)
+			tc.breakIt(s)
+			require.Empty(t, feed(t, s, r, fakeRotate("binlog.000009", uint64(commitGTID.Header.LogPos-commitGTID.Header.EventSize))))
+			require.NoError(t, r.handle(t.Context(), commitGTID))
+			err := r.handle(t.Context(), commit)
+			var stop *EventStopError
+			require.ErrorAs(t, err, &stop)
+			require.Equal(t, mysqlUUID+":33", stop.Position())
+			require.Contains(t, err.Error(), "skip-event --position "+mysqlUUID+":33")
+			require.NotContains(t, err.Error(), "--apply")
+
+			s, r = resumeMySQL(t, pending)
+			tc.breakIt(s)
+			s.sh.cfg.Decisions = map[string]string{stop.Position(): DecisionSkip}
+			require.Empty(t, feed(t, s, r, fakeRotate("binlog.000009", uint64(commitGTID.Header.LogPos-commitGTID.Header.EventSize))))
+			got := feed(t, s, r, commitGTID, commit)
+			require.Empty(t, rowIDs(got))
+			require.Empty(t, s.state.XA)
+			require.Equal(t, commit.Header.LogPos, s.state.Pos.Pos)
+		})
+	}
+}
