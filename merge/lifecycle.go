@@ -105,6 +105,10 @@ func (c *Config) validateLifecycle() []error {
 // them, and binlog file:offset) so that an operator can decide with
 // `shardsync skip-event`: Config.Decisions keyed by either form.
 type EventStopError struct {
+	// Key is the decision key when it is not the event's position: a
+	// column change is keyed by the shard's new definition
+	// (schemaChangeKey), whether the binlog or a snapshot chunk met it.
+	Key       string
 	GTID      string // the event's GTID, "" without GTIDs
 	File      string // binlog file of the event
 	Pos       uint32 // offset of the event in File
@@ -119,6 +123,9 @@ type EventStopError struct {
 // Position is the key an operator decision for this event is recorded
 // under: the GTID when there is one, else file:offset.
 func (e *EventStopError) Position() string {
+	if e.Key != "" {
+		return e.Key
+	}
 	if e.GTID != "" {
 		return e.GTID
 	}
@@ -127,7 +134,11 @@ func (e *EventStopError) Position() string {
 
 func (e *EventStopError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s; statement: %s; binlog event %s:%d", e.Reason, e.Statement, e.File, e.Pos)
+	if e.File == "" {
+		fmt.Fprintf(&b, "%s; statement: %s", e.Reason, e.Statement)
+	} else {
+		fmt.Fprintf(&b, "%s; statement: %s; binlog event %s:%d", e.Reason, e.Statement, e.File, e.Pos)
+	}
 	if e.GTID != "" {
 		fmt.Fprintf(&b, " (GTID %s)", e.GTID)
 	}
@@ -185,8 +196,14 @@ func (r *binlogReader) decisionAt(gtid string, p binPos) string {
 }
 
 func (r *binlogReader) stop(h *replication.EventHeader, q, reason, apply, skip string) error {
+	return r.stopKeyed(h, "", q, reason, apply, skip)
+}
+
+// stopKeyed is stop with a decision key other than the event's position
+// (see schemaChangeKey).
+func (r *binlogReader) stopKeyed(h *replication.EventHeader, key, q, reason, apply, skip string) error {
 	gtid, file, pos := r.eventPos(h)
-	return fatal(&EventStopError{GTID: gtid, File: file, Pos: pos, Statement: q, Reason: reason, Apply: apply, Skip: skip})
+	return fatal(&EventStopError{Key: key, GTID: gtid, File: file, Pos: pos, Statement: q, Reason: reason, Apply: apply, Skip: skip})
 }
 
 // lifecycle handles TRUNCATE, DROP TABLE, DROP DATABASE and RENAME of
@@ -427,7 +444,15 @@ func (r *binlogReader) alterBehavior(sh *shard, cols []shardCol, key []string, q
 		return false, nil
 	}
 	cfg := &r.s.sh.cfg
+	// A column change is decided by the shard's new definition (the same
+	// change may first be met by a snapshot chunk, which has no binlog
+	// position: see snapshotDDL); a decision by the event's position is
+	// honoured too.
+	sk := schemaChangeKey(sh.id, cols, key)
 	dec, beh := r.decision(h), cfg.behavior()
+	if dec == "" {
+		dec = cfg.Decisions[sk]
+	}
 	keep := "the target keeps its columns: values of columns the shard gained are not loaded, columns it lost are loaded as NULL"
 	switch {
 	case dec == DecisionApply:
@@ -441,11 +466,11 @@ func (r *binlogReader) alterBehavior(sh *shard, cols []shardCol, key []string, q
 		r.s.sh.log.Warn("schema change not applied to the target (schema.change.behavior ignore, or skipped by the operator)", "shard", sh.id.String(), "target", sh.target.id.String(), "statement", q)
 		return true, nil
 	case beh == BehaviorException:
-		return true, r.stop(h, q, fmt.Sprintf("schema.change.behavior is exception and the statement changes the columns of shard %s", sh.id),
+		return true, r.stopKeyed(h, sk, q, fmt.Sprintf("schema.change.behavior is exception and the statement changes the columns of shard %s", sh.id),
 			"the change is applied to the target as under evolve (compatible changes only)", keep)
 	}
 	if err := checkEvolution(sh.id, sh.cols, cols, sh.key, key, q); err != nil {
-		return true, r.stop(h, q, err.Error(), "", keep)
+		return true, r.stopKeyed(h, sk, q, err.Error(), "", keep)
 	}
 	return false, nil
 }

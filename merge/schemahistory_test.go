@@ -230,6 +230,28 @@ func TestDDLDuringSnapshot(t *testing.T) {
 						for k, row := range c.state {
 							require.Equal(t, fmt.Sprintf("%s-%v", k.db, row["id"]), row["v"], "row %v", k)
 						}
+						// The stop has a way forward: skipping the change
+						// (recorded as the operator would) lets a restart
+						// from the last committed token go on past it,
+						// the target keeping its columns, and every shard
+						// ends with the source's rows.
+						var stop *EventStopError
+						require.ErrorAs(t, err, &stop, "the stop names no way forward")
+						require.NotEmpty(t, stop.Skip)
+						require.Contains(t, err.Error(), "shardsync skip-event --position "+stop.Position())
+						require.NoError(t, src.Close())
+						c.crash()
+						cfg.Decisions = map[string]string{stop.Position(): DecisionSkip}
+						again, err := Open(t.Context(), cfg, c.token, nil)
+						require.NoError(t, err)
+						defer again.Close()
+						for !c.caughtUp(end) {
+							ev, err := again.Next(ctx)
+							require.NoError(t, err, "after skipping %s", stop.Position())
+							fillingHandle(c, ev)
+						}
+						sameAsSource(t, m, c, []string{"s_1", "s_3"}, []string{"id", "v"})
+						sameAsSource(t, m, c, []string{"s_2"}, []string{"id"})
 						return
 					}
 					if ev.Kind == change.EventRows && end.File == "" {

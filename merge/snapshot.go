@@ -72,6 +72,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
@@ -163,12 +164,59 @@ func (s *Source) evolveMoved(ctx context.Context, moved []*tableSnap) error {
 		if sameCols(sh.cols, cols) && slices.Equal(sh.key, key) {
 			continue // e.g. "table definition has changed": read again
 		}
-		s.sh.log.Info("shard schema changed during its snapshot; evolving the target before reading on", "shard", t.id().String())
-		if err := s.changeShard(ctx, sh, cols, key, "(a DDL on "+t.id().String()+" during its snapshot)"); err != nil {
+		if err := s.snapshotDDL(ctx, sh, cols, key); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// snapshotDDL applies a shard's schema change found during its snapshot
+// as alterBehavior does a DDL read from the binlog: schema.change.behavior
+// and operator decisions apply. The change has no binlog position here
+// (the binlog reader meets the DDL later, when the shard's schema already
+// matches it): a stop is keyed by the shard's new definition, as the
+// binlog's stops on column changes are, and `shardsync skip-event` takes
+// that key like any other position.
+func (s *Source) snapshotDDL(ctx context.Context, sh *shard, cols []shardCol, key []string) error {
+	cfg := &s.sh.cfg
+	stmt := "(a DDL on " + sh.id.String() + " during its snapshot)"
+	stop := &EventStopError{Key: schemaChangeKey(sh.id, cols, key), Statement: stmt}
+	dec, beh := cfg.Decisions[stop.Key], cfg.behavior()
+	keep := "the target keeps its columns: values of columns the shard gained are not loaded, columns it lost are loaded as NULL"
+	switch {
+	case dec == DecisionSkip || (beh == BehaviorIgnore && dec != DecisionApply):
+		s.mu.Lock()
+		sh.cols, sh.key, sh.lastDDL = cols, key, stmt
+		sh.remap(cfg)
+		s.schemaGen++
+		s.mu.Unlock()
+		s.sh.log.Warn("schema change not applied to the target (schema.change.behavior ignore, or skipped by the operator)", "shard", sh.id.String(), "target", sh.target.id.String(), "statement", stmt)
+		return nil
+	case beh == BehaviorException && dec != DecisionApply:
+		stop.Reason = fmt.Sprintf("schema.change.behavior is exception and the columns of shard %s changed during its snapshot", sh.id)
+		stop.Apply, stop.Skip = "the change is applied to the target as under evolve (compatible changes only)", keep
+		return fatal(stop)
+	}
+	if err := checkEvolution(sh.id, sh.cols, cols, sh.key, key, stmt); err != nil {
+		stop.Reason, stop.Skip = err.Error(), keep
+		return fatal(stop)
+	}
+	s.sh.log.Info("shard schema changed during its snapshot; evolving the target before reading on", "shard", sh.id.String())
+	return s.changeShard(ctx, sh, cols, key, stmt)
+}
+
+// schemaChangeKey names a shard's column change for operator decisions:
+// the shard and a digest of its new definition, the same whether the
+// binlog's DDL or a snapshot chunk met the change first, and never the
+// key of a later, different change of the same shard.
+func schemaChangeKey(id change.TableID, cols []shardCol, key []string) string {
+	h := fnv.New32a()
+	for _, c := range cols {
+		fmt.Fprintf(h, "%s %s,", c.name, c.typ.sql())
+	}
+	fmt.Fprintf(h, "key(%s)", strings.Join(key, ","))
+	return fmt.Sprintf("schema:%s@%08x", id, h.Sum32())
 }
 
 // checkShape verifies, on a snapshot connection, that sh's table has the

@@ -25,8 +25,12 @@ func newSkipEventCommand() *cobra.Command {
 		Short: "Skip (or with --apply, apply) the one source event a job stopped on, and let it go on",
 		Long: `When a job stops on a source statement it will not apply on its own (a
 TRUNCATE, DROP or RENAME of a shard under schema.change.behavior exception, a
-column change shardsync cannot apply to the merged target), the message names
-the binlog event (GTID, or binlog file:offset) and this command.
+column change shardsync cannot apply to the merged target, an XA COMMIT whose
+rows no longer fit), the message names the binlog event and this command with
+the event's position: its GTID, or binlog file:offset, or for a column change
+schema:DB.TABLE@DIGEST (the shard's new definition, the same whether the
+binlog or a snapshot chunk met the change first). PostgreSQL stops name an
+LSN; a few stops can only be applied (the message then names --apply only).
 
   shardsync skip-event --ledger L --position P           skip that event
   shardsync skip-event --ledger L --position P --apply   apply it
@@ -60,7 +64,7 @@ change applies it as evolve does (compatible changes only).`,
 		},
 	}
 	cmd.Flags().StringVar(&ledgerPath, "ledger", "", "the job's ledger file")
-	cmd.Flags().StringVar(&position, "position", "", "the event's position as the stop message names it: GTID (e.g. 0-1-42) or binlog file:offset")
+	cmd.Flags().StringVar(&position, "position", "", "the event's position as the stop message names it: GTID (e.g. 0-1-42), binlog file:offset, or schema:DB.TABLE@DIGEST")
 	cmd.Flags().BoolVar(&apply, "apply", false, "apply the event instead of skipping it")
 	cmd.Flags().StringVar(&note, "note", "", "why (kept in the ledger)")
 	return cmd
