@@ -20,8 +20,21 @@ import (
 // restarted, with Doris and MaxCompute in the same epochs. Each phase ends
 // with both targets equal, value by value, to the shards that exist plus
 // the rows kept of the shards that left (dropped rows are kept by default).
-func TestCrashShardLifecycle(t *testing.T) {
+func TestCrashShardLifecycle(t *testing.T) { crashShardLifecycle(t, false) }
+
+// TestCrashShardLifecycleDelete is TestCrashShardLifecycle with the
+// watermark snapshot and --dropped-shard-rows delete: DROP TABLE, DROP
+// DATABASE and RENAME out of the route delete the shard's rows, in the
+// snapshot phase (a shard dropped while its chunks are read included) and
+// in the binlog phase, and shards re-created under matching names join
+// again.
+func TestCrashShardLifecycleDelete(t *testing.T) { crashShardLifecycle(t, true) }
+
+func crashShardLifecycle(t *testing.T, deleteMode bool) {
 	kills1, kills2 := 6, 8
+	if deleteMode {
+		kills1, kills2 = 4, 6
+	}
 	if testing.Short() {
 		kills1, kills2 = 3, 4
 	}
@@ -35,7 +48,11 @@ func TestCrashShardLifecycle(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(seed), 1))
 
 	spec := testenv.ShardSpec{DBPrefix: "lemp_", Databases: 2, Tables: 2, Rows: 1500, Seed: seed}
-	r := newRig(t, spec, dorisemu.Options{}, "--chunk-size", "100", "--readers", "1")
+	flags := []string{"--chunk-size", "100", "--readers", "1"}
+	if deleteMode {
+		flags = append(flags, "--snapshot-mode", "watermark", "--dropped-shard-rows", "delete")
+	}
+	r := newRig(t, spec, dorisemu.Options{}, flags...)
 	r.withMaxCompute(t)
 	require.NoError(t, r.m.Exec("CREATE TABLE lemp_1.staging LIKE lemp_1.employees_1",
 		"INSERT INTO lemp_1.staging SELECT * FROM lemp_2.employees_1 WHERE emp_no <= 300"))
@@ -89,6 +106,39 @@ func TestCrashShardLifecycle(t *testing.T) {
 		st, err := testenv.ReadShardsState(t.Context(), r.m, shards)
 		require.NoError(t, err)
 		return st
+	}
+
+	if deleteMode {
+		// Phase 1: the snapshot phase.
+		done := script([]func(){
+			func() { insert(sh("lemp_1", "employees_1"), 3) },
+			func() { exec("DROP TABLE lemp_1.employees_2") },
+			func() { exec("TRUNCATE TABLE lemp_2.employees_1") },
+			func() { exec("RENAME TABLE lemp_1.staging TO lemp_1.employees_7") },
+			func() { insert(sh("lemp_1", "employees_7"), 2); insert(sh("lemp_2", "employees_1"), 2) },
+			func() { exec("UPDATE lemp_2.employees_2 SET last_name = 'u1' WHERE emp_no < 40") },
+		})
+		crashLoop(kills1, done)
+		converge(read(sh("lemp_1", "employees_1"), sh("lemp_2", "employees_1"), sh("lemp_2", "employees_2"), sh("lemp_1", "employees_7")))
+
+		// Phase 2: the binlog phase.
+		done = script([]func(){
+			func() {
+				exec("CREATE TABLE lemp_1.employees_2 LIKE lemp_1.employees_1")
+				insert(sh("lemp_1", "employees_2"), 3)
+			},
+			func() { exec("DROP DATABASE lemp_2") },
+			func() { insert(sh("lemp_1", "employees_1"), 2) },
+			func() { exec("RENAME TABLE lemp_1.employees_7 TO lemp_1.retired_7") },
+			func() {
+				exec("CREATE DATABASE lemp_2", "CREATE TABLE lemp_2.employees_1 LIKE lemp_1.employees_1")
+				insert(sh("lemp_2", "employees_1"), 2)
+			},
+		})
+		crashLoop(kills2, done)
+		converge(read(sh("lemp_1", "employees_1"), sh("lemp_1", "employees_2"), sh("lemp_2", "employees_1")))
+		t.Logf("%d runs", len(r.runs))
+		return
 	}
 
 	// Phase 1: the snapshot phase (the first run starts it; its statements
