@@ -37,10 +37,6 @@ func (j *job) claimTargets(ctx context.Context, led *ledger.Ledger, sinks []twop
 		Fresh:    resume == nil,
 		Recreate: j.opts.recreateTarget,
 	}
-	if j.mcCfg != nil && o.Fresh {
-		j.log.Warn("MaxCompute targets are not checked for rows written under another ledger: if a target was filled by a job whose ledger is lost, empty it (TRUNCATE TABLE) before this new ledger snapshots into it, or restore that ledger",
-			"ledger", o.LedgerID)
-	}
 	var targets []change.TableID
 	for _, rt := range routes {
 		targets = append(targets, rt.target)

@@ -106,7 +106,7 @@ func (o *jobOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.schemaChange, "schema-change-behavior", "lenient", "Flink CDC schema.change.behavior: exception (stop on every schema change and shard TRUNCATE/DROP/RENAME), evolve, try_evolve, lenient or ignore; see docs/shard-merging.md")
 	fs.StringVar(&o.droppedRows, "dropped-shard-rows", "", "what a DROP (or RENAME out of the routes) of a shard does to its rows in the target: keep or delete (default: delete under evolve and try_evolve, keep otherwise)")
 	fs.StringVar(&o.ledgerPath, "ledger", "", "ledger file (default: <label-prefix>.ledger in the current directory)")
-	fs.BoolVar(&o.recreateTarget, "recreate-target", false, "when a target holds rows written under another ledger (a lost or replaced ledger), empty it (TRUNCATE TABLE) and snapshot it again; needs a ledger that has committed nothing; a target this ledger already wrote is never emptied")
+	fs.BoolVar(&o.recreateTarget, "recreate-target", false, "when a target holds rows written under another ledger (a lost or replaced ledger), empty it (Doris: TRUNCATE TABLE; MaxCompute: drop and create the table again with the same definition) and snapshot it again; needs a ledger that has committed nothing; a target this ledger already wrote is never emptied")
 	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", 10*time.Second, "how often an epoch is committed")
 	fs.IntVar(&o.maxEpochRows, "max-epoch-rows", 500_000, "close an epoch early once it holds this many rows")
 	fs.DurationVar(&o.maxOutage, "max-outage", 0, "exit when the source or a sink stays unreachable this long (e.g. 30m); 0: wait out outages however long they last")

@@ -98,6 +98,8 @@ type table struct {
 	transactional bool
 	buckets       int
 	props         map[string]string
+	comment       string // the table comment
+	lifecycle     int    // days; -1 without a lifecycle
 	created       time.Time
 	lastDDL       time.Time
 }

@@ -89,11 +89,13 @@ func (e *Emulator) createInstance(w http.ResponseWriter, r *http.Request) *httpE
 	if len(e.failTaskMsgs) > 0 {
 		inst.status, inst.result = "Failed", e.failTaskMsgs[0]
 		e.failTaskMsgs = e.failTaskMsgs[1:]
-	} else if err := e.execLocked(task.Query, hints); err != nil {
+	} else if res, isQuery, err := e.execLocked(task.Query, hints); err != nil {
 		inst.status, inst.result = "Failed", err.Error()
 	} else {
-		inst.status = "Success"
-		e.ddl = append(e.ddl, strings.TrimSpace(task.Query))
+		inst.status, inst.result = "Success", res
+		if !isQuery {
+			e.ddl = append(e.ddl, strings.TrimSpace(task.Query))
+		}
 	}
 	inst.end = time.Now()
 	e.instances[inst.id] = inst
@@ -207,8 +209,8 @@ func (e *Emulator) getTable(w http.ResponseWriter, schema, name string) *httpErr
 		pcols[i] = col{Name: c.Name, Type: lower(c.Type), IsNullable: true, Comment: c.Comment}
 	}
 	schemaJSON, _ := json.Marshal(map[string]any{
-		"columns": cols, "partitionKeys": pcols, "createTime": t.created.Unix(),
-		"lastDDLTime": t.lastDDL.Unix(), "lastModifiedTime": t.lastDDL.Unix(), "lifecycle": -1,
+		"columns": cols, "partitionKeys": pcols, "comment": t.comment, "createTime": t.created.Unix(),
+		"lastDDLTime": t.lastDDL.Unix(), "lastModifiedTime": t.lastDDL.Unix(), "lifecycle": t.lifecycle,
 		"Reserved": string(resJSON),
 	})
 	writeXML(w, http.StatusOK, struct {
@@ -229,23 +231,72 @@ func (e *Emulator) getTable(w http.ResponseWriter, schema, name string) *httpErr
 	return nil
 }
 
-// execLocked runs one statement of the SQL subset. e.mu is held.
-func (e *Emulator) execLocked(sql string, hints map[string]string) error {
+// execLocked runs one statement of the SQL subset. e.mu is held. A query
+// (SELECT) returns its result as CSV with a header row, as the instance's
+// ?result serves it; isQuery tells it from DDL.
+func (e *Emulator) execLocked(sql string, hints map[string]string) (result string, isQuery bool, err error) {
 	st, err := parseStatement(sql)
 	if err != nil {
-		return err
+		return "", false, err
 	}
+	if st.kind == stmtSelectCount {
+		n, err := e.countLocked(st, hints)
+		if err != nil {
+			return "", true, err
+		}
+		return fmt.Sprintf("\"_c0\"\n%d\n", n), true, nil
+	}
+	return "", false, e.ddlLocked(st, hints)
+}
+
+// countLocked runs select count(*) on st's table: the committed rows of
+// every partition. Like a project with odps.sql.allow.fullscan=false (the
+// setting MaxCompute recommends), a partitioned table is scanned whole only
+// with the hint odps.sql.allow.fullscan=true.
+func (e *Emulator) countLocked(st *statement, hints map[string]string) (int, error) {
+	t, err := e.resolveLocked(st, hints)
+	if err != nil {
+		return 0, err
+	}
+	if t == nil {
+		return 0, fmt.Errorf("ODPS-0130131:[1,1] Table not found - table %s.%s cannot be resolved", e.opts.Project, st.table)
+	}
+	if len(t.partCols) > 0 && hints["odps.sql.allow.fullscan"] != "true" {
+		return 0, fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - full scan with all partitions, please specify partition predicates or set odps.sql.allow.fullscan=true")
+	}
+	n := 0
+	for _, p := range t.parts {
+		n += len(p.rows)
+	}
+	return n, nil
+}
+
+// resolveLocked checks st's table name against the project and the
+// schema model and returns the table (nil when missing).
+func (e *Emulator) resolveLocked(st *statement, hints map[string]string) (*table, error) {
 	if st.project != "" && !strings.EqualFold(st.project, e.opts.Project) {
-		return fmt.Errorf("ODPS-0130131:[1,1] Table not found - project %s is not the current project", st.project)
+		return nil, fmt.Errorf("ODPS-0130131:[1,1] Table not found - project %s is not the current project", st.project)
 	}
 	nsHint := hints["odps.namespace.schema"] == "true"
 	switch {
 	case st.schema != "" && !e.opts.SchemaModel:
-		return fmt.Errorf("ODPS-0130161:[1,1] Parse exception - three-part name %s.%s.%s: project %s does not have the schema model enabled", st.project, st.schema, st.table, e.opts.Project)
+		return nil, fmt.Errorf("ODPS-0130161:[1,1] Parse exception - three-part name %s.%s.%s: project %s does not have the schema model enabled", st.project, st.schema, st.table, e.opts.Project)
 	case st.schema != "" && !nsHint:
-		return fmt.Errorf("ODPS-0130161:[1,1] Parse exception - three-part name %s.%s.%s needs the hint odps.namespace.schema=true", st.project, st.schema, st.table)
+		return nil, fmt.Errorf("ODPS-0130161:[1,1] Parse exception - three-part name %s.%s.%s needs the hint odps.namespace.schema=true", st.project, st.schema, st.table)
 	case st.schema != "" && !e.schemas[strings.ToLower(st.schema)]:
-		return fmt.Errorf("ODPS-0110061: schema %s.%s does not exist", e.opts.Project, st.schema)
+		return nil, fmt.Errorf("ODPS-0110061: schema %s.%s does not exist", e.opts.Project, st.schema)
+	}
+	schema := st.schema
+	if schema == "" {
+		schema = e.defaultSchema()
+	}
+	return e.tables[tableKey(schema, st.table)], nil
+}
+
+// ddlLocked runs one DDL/DML statement. e.mu is held.
+func (e *Emulator) ddlLocked(st *statement, hints map[string]string) error {
+	if _, err := e.resolveLocked(st, hints); err != nil {
+		return err
 	}
 	odps2 := hints["odps.sql.type.system.odps2"] == "true"
 	for _, c := range append(append([]columnDef(nil), st.columns...), st.partCols...) {
@@ -269,7 +320,10 @@ func (e *Emulator) execLocked(sql string, hints map[string]string) error {
 			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - table %s already exists", st.table)
 		}
 		nt := &table{schema: st.schema, name: st.table, cols: st.columns, partCols: st.partCols, pk: st.primaryKey, props: st.props,
-			parts: map[string]*partData{}, created: now, lastDDL: now}
+			comment: st.comment, lifecycle: -1, parts: map[string]*partData{}, created: now, lastDDL: now}
+		if st.lifecycle > 0 {
+			nt.lifecycle = st.lifecycle
+		}
 		if st.schema == "" && e.opts.SchemaModel {
 			nt.schema = "default"
 		}
@@ -361,6 +415,17 @@ func (e *Emulator) execLocked(sql string, hints map[string]string) error {
 		}
 		t.cols[i].Type = c.Type
 		t.lastDDL = now
+	case stmtRename:
+		if !exists {
+			return fmt.Errorf("ODPS-0130131:[1,1] Table not found - table %s.%s cannot be resolved", e.opts.Project, st.table)
+		}
+		nk := tableKey(schema, st.newName)
+		if _, taken := e.tables[nk]; taken {
+			return fmt.Errorf("ODPS-0130071:[1,1] Semantic analysis exception - table %s already exists", st.newName)
+		}
+		delete(e.tables, key)
+		t.name, t.lastDDL = st.newName, now
+		e.tables[nk] = t
 	case stmtDrop:
 		if !exists {
 			if st.ifExists {

@@ -17,7 +17,9 @@ import (
 //	alter table p.`t` add columns [if not exists] (`c` TYPE [comment '…'], …);
 //	alter table p.`t` change column `c` `c` TYPE;     -- compatible widening only
 //	alter table p.`t` add [if not exists] partition (`k`='v', …) [partition (…)…];
+//	alter table p.`t` rename to `n`;
 //	drop table [if exists] p.`t`;
+//	select count(*) from p.`t`;                        -- a partitioned table needs odps.sql.allow.fullscan=true
 //
 // Table names are p.`t`, `t`, or with the schema model p.`s`.`t` (which
 // needs the hint odps.namespace.schema=true, as the Go SDK sends it).
@@ -83,7 +85,7 @@ func tokenize(sql string) ([]token, error) {
 			}
 			toks = append(toks, token{tokWord, string(r[i:j])})
 			i = j
-		case strings.ContainsRune("(),;.=<>", c):
+		case strings.ContainsRune("(),;.=<>*", c):
 			toks = append(toks, token{tokPunct, string(c)})
 			i++
 		default:
@@ -272,6 +274,8 @@ const (
 	stmtDrop
 	stmtAddPartition
 	stmtDelete
+	stmtRename
+	stmtSelectCount
 )
 
 type statement struct {
@@ -287,6 +291,8 @@ type statement struct {
 	primaryKey  []string
 	props       map[string]string
 	lifecycle   int
+	comment     string      // create … comment
+	newName     string      // stmtRename
 	where       [][2]string // stmtDelete: column = 'literal' conditions, all must hold
 }
 
@@ -306,6 +312,8 @@ func parseStatement(sql string) (*statement, error) {
 		st, err = p.drop()
 	case p.acceptWords("delete", "from"):
 		st, err = p.deleteFrom()
+	case p.acceptWords("select", "count"):
+		st, err = p.selectCount()
 	default:
 		return nil, p.errorf("statement not supported by the emulator's SQL subset")
 	}
@@ -398,6 +406,7 @@ func (p *parser) create() (*statement, error) {
 	if p.acceptWords("comment") {
 		if t, ok := p.peek(); ok && t.kind == tokString {
 			p.pos++
+			st.comment = t.text
 		} else {
 			return nil, p.errorf("expected a table comment string")
 		}
@@ -492,6 +501,11 @@ func (p *parser) alter() (*statement, error) {
 		if err := p.expectPunct(")"); err != nil {
 			return nil, err
 		}
+	case p.acceptWords("rename", "to"):
+		st.kind = stmtRename
+		if st.newName, err = p.ident(); err != nil {
+			return nil, err
+		}
 	case p.acceptWords("change", "column"):
 		st.kind = stmtChangeType
 		a, err := p.ident()
@@ -521,6 +535,22 @@ func (p *parser) drop() (*statement, error) {
 	if p.acceptWords("if", "exists") {
 		st.ifExists = true
 	}
+	var err error
+	st.project, st.schema, st.table, err = p.tableName()
+	return st, err
+}
+
+// selectCount parses the rest of select count(*) from <table>.
+func (p *parser) selectCount() (*statement, error) {
+	for _, s := range []string{"(", "*", ")"} {
+		if err := p.expectPunct(s); err != nil {
+			return nil, err
+		}
+	}
+	if !p.acceptWords("from") {
+		return nil, p.errorf("expected from")
+	}
+	st := &statement{kind: stmtSelectCount}
 	var err error
 	st.project, st.schema, st.table, err = p.tableName()
 	return st, err
