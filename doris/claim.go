@@ -139,6 +139,9 @@ func (s *Sink) claimTarget(ctx context.Context, id change.TableID, o twopc.Owner
 	case !hasRows:
 		// Missing, or empty and unclaimed: nothing of anyone's can be
 		// overwritten.
+	case !found && o.Share != "":
+		log.Info("doris target holds rows and no claim of this label prefix; joining it as one more job of a split assignment (its rows are the other jobs')",
+			"ledger", o.LedgerID, "label_prefix", o.Share)
 	case !found && o.Adopt:
 		log.Info("doris target holds rows and no ledger claim; adopting it for this ledger, which was written by a shardsync from before ledger ids",
 			"ledger", o.LedgerID)

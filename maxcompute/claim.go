@@ -167,7 +167,13 @@ func (s *Sink) claimTarget(ctx context.Context, id change.TableID, o twopc.Owner
 	}
 	disp := s.displayName(schema, name)
 	log := s.log.With("target", id.String(), "table", disp)
-	cur, found, err := s.readClaim(ctx, schema, name)
+	// A member of a split assignment keeps its claim apart from the
+	// other members' (claimTable hashes a name that is not plain).
+	cname := name
+	if o.Share != "" {
+		cname = name + " " + o.Share
+	}
+	cur, found, err := s.readClaim(ctx, schema, cname)
 	if err != nil {
 		return "", err
 	}
@@ -200,6 +206,9 @@ func (s *Sink) claimTarget(ctx context.Context, id change.TableID, o twopc.Owner
 	case !hasRows:
 		// Missing or empty, and unclaimed (or the operator asked to take
 		// it over): nothing of anyone's can be overwritten.
+	case !found && o.Share != "":
+		log.Info("maxcompute target holds rows and no claim of this label prefix; joining it as one more job of a split assignment (its rows are the other jobs')",
+			"ledger", o.LedgerID, "label_prefix", o.Share)
 	case !found && o.Adopt:
 		log.Info("maxcompute target holds rows and no ledger claim; adopting it for this ledger, which was written by a shardsync from before ledger ids",
 			"ledger", o.LedgerID)
@@ -215,12 +224,12 @@ func (s *Sink) claimTarget(ctx context.Context, id change.TableID, o twopc.Owner
 		return fmt.Sprintf("target %s (%s) holds rows that no ledger claimed (an earlier job whose ledger was lost, or another writer)", id, disp), nil
 	}
 	next := claim{ledgerID: o.LedgerID, holder: sanitizeHolder(o.Holder), claimedAt: time.Now().UTC().Format(time.DateTime)}
-	won, err := s.writeClaim(ctx, schema, name, found, next)
+	won, err := s.writeClaim(ctx, schema, cname, found, next)
 	if err != nil {
 		return "", err
 	}
 	if !won {
-		other, seen, err := s.readClaim(ctx, schema, name)
+		other, seen, err := s.readClaim(ctx, schema, cname)
 		if err != nil {
 			return "", err
 		}
@@ -230,7 +239,7 @@ func (s *Sink) claimTarget(ctx context.Context, id change.TableID, o twopc.Owner
 		}
 		return fmt.Sprintf("target %s (%s) was claimed at the same moment by %s", id, disp, who), nil
 	}
-	log.Info("maxcompute target claimed for this ledger", "ledger", o.LedgerID, "claim_table", s.displayName(schema, claimTable(name)))
+	log.Info("maxcompute target claimed for this ledger", "ledger", o.LedgerID, "claim_table", s.displayName(schema, claimTable(cname)))
 	return "", nil
 }
 

@@ -32,6 +32,13 @@ type Owner struct {
 	// honoured with a Fresh ledger; a target already recorded as this
 	// ledger's is never emptied.
 	Recreate bool
+	// Share is set when the job is one of several that write the same
+	// targets by a static split of one source (Kafka --kafka-partitions):
+	// the job's label prefix. Each member keeps its own claim (a lost or
+	// replaced ledger of a member is still refused), and a fresh member
+	// may join a target that holds rows — the other members' — without a
+	// claim of its own.
+	Share string
 }
 
 // Claimer is implemented by sinks that record, at each target, which

@@ -37,6 +37,10 @@ func (j *job) claimTargets(ctx context.Context, led *ledger.Ledger, sinks []twop
 		Fresh:    resume == nil,
 		Recreate: j.opts.recreateTarget,
 	}
+	if j.opts.kafka.brokers != "" && j.opts.kafka.partitions != "" {
+		// One of several processes splitting a topic by partitions.
+		o.Share = j.prefix
+	}
 	var targets []change.TableID
 	for _, rt := range routes {
 		targets = append(targets, rt.target)

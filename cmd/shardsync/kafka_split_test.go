@@ -14,7 +14,8 @@ import (
 // shardsync processes share one 4-partition TiCDC topic by static
 // assignment (--kafka-partitions 0-1 and 2-3), each with its own ledger
 // and label prefix, into the same Doris and MaxCompute target, while both
-// are SIGKILLed now and then. Both sinks end equal to the model and every
+// are SIGKILLed now and then, the second started after the first loaded
+// rows. Both sinks end equal to the model and every
 // change is applied exactly once: neither process refuses the target the
 // other one writes, and neither reads the other's partitions.
 func TestKafkaSplitPartitionsTwoProcesses(t *testing.T) {
@@ -49,7 +50,14 @@ func TestKafkaSplitPartitionsTwoProcesses(t *testing.T) {
 			r.step(t, prng)
 		}
 	}()
-	running := []*child{start(0), start(1)}
+	// The second process starts after the first has loaded rows into the
+	// shared target, as under a process manager starting them in turn.
+	running := []*child{start(0), nil}
+	require.Eventually(t, func() bool {
+		rows, err := r.emu.Rows(kDB, kTable)
+		return err == nil && len(rows) > 0
+	}, 60*time.Second, 100*time.Millisecond, "the first process loaded nothing")
+	running[1] = start(1)
 	for range 8 {
 		time.Sleep(time.Duration(200+rng.IntN(700)) * time.Millisecond)
 		i := rng.IntN(2)
